@@ -1,0 +1,1 @@
+//! Bundle assembly from stored resource bytes.

@@ -1,0 +1,1 @@
+//! R4 definitions generated from the specification data (placeholder until generated).

@@ -1,0 +1,168 @@
+//! FHIR primitive formats that the REST layer needs outside full validation:
+//! logical ids, version ids, and instants (`meta.lastUpdated`, `_since`).
+//!
+//! The complete set of primitive regexes used when validating a resource body lives in
+//! [`crate::validate`]; this module is the part the server needs on every request.
+
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// `id`: 1 to 64 characters of `[A-Za-z0-9\-\.]`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// A version id as Bastion issues them: a decimal integer starting at 1.
+pub fn parse_version_id(v: &str) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok().filter(|n| *n >= 1)
+}
+
+/// A point in time with millisecond precision, as stored in `meta.lastUpdated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant {
+    /// Milliseconds since the Unix epoch, UTC.
+    pub millis: i64,
+}
+
+impl Instant {
+    pub fn now() -> Self {
+        let now = OffsetDateTime::now_utc();
+        Instant {
+            millis: (now.unix_timestamp_nanos() / 1_000_000) as i64,
+        }
+    }
+
+    pub fn from_millis(millis: i64) -> Self {
+        Instant { millis }
+    }
+
+    fn to_offset_datetime(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(self.millis as i128 * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// FHIR instant with millisecond precision in UTC: `2026-12-02T19:10:00.123Z`.
+    pub fn to_fhir(self) -> String {
+        let t = self.to_offset_datetime();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
+
+    /// The HTTP-date form used in `Last-Modified` (second precision).
+    pub fn to_http_date(self) -> String {
+        let t = self.to_offset_datetime();
+        const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        format!(
+            "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+            DAYS[t.weekday().number_days_from_monday() as usize],
+            t.day(),
+            MONTHS[u8::from(t.month()) as usize - 1],
+            t.year(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+
+    /// Parses a FHIR `instant` (full precision to the second, with a zone), or a
+    /// `dateTime` with at least a day; a bare date is taken as its start in UTC.
+    /// Used for `_since` and `_at`, where the spec requires an instant but clients
+    /// commonly send a date.
+    pub fn parse_fhir(s: &str) -> Option<Self> {
+        if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+            let t = t.to_offset(UtcOffset::UTC);
+            return Some(Instant {
+                millis: (t.unix_timestamp_nanos() / 1_000_000) as i64,
+            });
+        }
+        // YYYY-MM-DD
+        if s.len() == 10 {
+            let with_time = format!("{s}T00:00:00Z");
+            return Self::parse_fhir(&with_time).filter(|_| s.as_bytes()[4] == b'-');
+        }
+        None
+    }
+
+    /// Parses an HTTP-date (`If-Modified-Since`).
+    pub fn parse_http_date(s: &str) -> Option<Self> {
+        let fmt = time::format_description::parse(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT",
+        )
+        .ok()?;
+        let t = time::PrimitiveDateTime::parse(s.trim(), &fmt)
+            .ok()?
+            .assume_utc();
+        Some(Instant {
+            millis: t.unix_timestamp() * 1000,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(is_valid_id("abc-1.2"));
+        assert!(is_valid_id(&"a".repeat(64)));
+        assert!(!is_valid_id(&"a".repeat(65)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id("a_b"));
+        assert!(!is_valid_id("ä"));
+    }
+
+    #[test]
+    fn version_ids() {
+        assert_eq!(parse_version_id("1"), Some(1));
+        assert_eq!(parse_version_id("42"), Some(42));
+        assert_eq!(parse_version_id("0"), None);
+        assert_eq!(parse_version_id("-1"), None);
+        assert_eq!(parse_version_id("1a"), None);
+        assert_eq!(parse_version_id(""), None);
+    }
+
+    #[test]
+    fn instants_round_trip() {
+        let i = Instant::parse_fhir("2026-12-02T19:10:00.123Z").unwrap();
+        assert_eq!(i.to_fhir(), "2026-12-02T19:10:00.123Z");
+        let j = Instant::parse_fhir("2026-12-02T20:10:00.123+01:00").unwrap();
+        assert_eq!(i, j);
+        assert_eq!(
+            Instant::parse_fhir("2026-12-02").unwrap().to_fhir(),
+            "2026-12-02T00:00:00.000Z"
+        );
+        assert!(Instant::parse_fhir("2026-13-02").is_none());
+        assert!(Instant::parse_fhir("yesterday").is_none());
+    }
+
+    #[test]
+    fn http_dates() {
+        let i = Instant::parse_fhir("2026-12-02T19:10:05Z").unwrap();
+        assert_eq!(i.to_http_date(), "Wed, 02 Dec 2026 19:10:05 GMT");
+        assert_eq!(
+            Instant::parse_http_date("Wed, 02 Dec 2026 19:10:05 GMT"),
+            Some(i)
+        );
+        assert_eq!(Instant::parse_http_date("garbage"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Structural validation against the R4 StructureDefinitions (placeholder until generated).
