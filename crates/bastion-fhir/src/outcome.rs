@@ -89,21 +89,11 @@ pub struct Issue {
 
 impl Issue {
     pub fn error(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Issue {
-            severity: IssueSeverity::Error,
-            code,
-            diagnostics: diagnostics.into(),
-            expression: None,
-        }
+        Issue { severity: IssueSeverity::Error, code, diagnostics: diagnostics.into(), expression: None }
     }
 
     pub fn warning(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Issue {
-            severity: IssueSeverity::Warning,
-            code,
-            diagnostics: diagnostics.into(),
-            expression: None,
-        }
+        Issue { severity: IssueSeverity::Warning, code, diagnostics: diagnostics.into(), expression: None }
     }
 
     pub fn information(diagnostics: impl Into<String>) -> Self {
@@ -145,9 +135,7 @@ impl OperationOutcome {
     }
 
     pub fn single(issue: Issue) -> Self {
-        OperationOutcome {
-            issues: vec![issue],
-        }
+        OperationOutcome { issues: vec![issue] }
     }
 
     /// An outcome that reports success (used for `Prefer: return=OperationOutcome`).
@@ -171,9 +159,7 @@ mod tests {
 
     #[test]
     fn issue_with_expression_serialises_as_fhir() {
-        let oo = OperationOutcome::single(
-            Issue::error(IssueType::Value, "bad date").at("Patient.birthDate"),
-        );
+        let oo = OperationOutcome::single(Issue::error(IssueType::Value, "bad date").at("Patient.birthDate"));
         let v = oo.to_json();
         assert_eq!(v["resourceType"], "OperationOutcome");
         assert_eq!(v["issue"][0]["severity"], "error");

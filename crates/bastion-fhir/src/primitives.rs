@@ -9,11 +9,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 /// `id`: 1 to 64 characters of `[A-Za-z0-9\-\.]`.
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A version id as Bastion issues them: a decimal integer starting at 1.
@@ -34,9 +30,7 @@ pub struct Instant {
 impl Instant {
     pub fn now() -> Self {
         let now = OffsetDateTime::now_utc();
-        Instant {
-            millis: (now.unix_timestamp_nanos() / 1_000_000) as i64,
-        }
+        Instant { millis: (now.unix_timestamp_nanos() / 1_000_000) as i64 }
     }
 
     pub fn from_millis(millis: i64) -> Self {
@@ -44,8 +38,7 @@ impl Instant {
     }
 
     fn to_offset_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.millis as i128 * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(self.millis as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// FHIR instant with millisecond precision in UTC: `2026-12-02T19:10:00.123Z`.
@@ -67,9 +60,7 @@ impl Instant {
     pub fn to_http_date(self) -> String {
         let t = self.to_offset_datetime();
         const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         format!(
             "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
             DAYS[t.weekday().number_days_from_monday() as usize],
@@ -89,9 +80,7 @@ impl Instant {
     pub fn parse_fhir(s: &str) -> Option<Self> {
         if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
             let t = t.to_offset(UtcOffset::UTC);
-            return Some(Instant {
-                millis: (t.unix_timestamp_nanos() / 1_000_000) as i64,
-            });
+            return Some(Instant { millis: (t.unix_timestamp_nanos() / 1_000_000) as i64 });
         }
         // YYYY-MM-DD
         if s.len() == 10 {
@@ -103,16 +92,11 @@ impl Instant {
 
     /// Parses an HTTP-date (`If-Modified-Since`).
     pub fn parse_http_date(s: &str) -> Option<Self> {
-        let fmt = time::format_description::parse(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT",
-        )
-        .ok()?;
-        let t = time::PrimitiveDateTime::parse(s.trim(), &fmt)
-            .ok()?
-            .assume_utc();
-        Some(Instant {
-            millis: t.unix_timestamp() * 1000,
-        })
+        let fmt = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let t = time::PrimitiveDateTime::parse(s.trim(), &fmt).ok()?.assume_utc();
+        Some(Instant { millis: t.unix_timestamp() * 1000 })
     }
 }
 
@@ -147,10 +131,7 @@ mod tests {
         assert_eq!(i.to_fhir(), "2026-12-02T19:10:00.123Z");
         let j = Instant::parse_fhir("2026-12-02T20:10:00.123+01:00").unwrap();
         assert_eq!(i, j);
-        assert_eq!(
-            Instant::parse_fhir("2026-12-02").unwrap().to_fhir(),
-            "2026-12-02T00:00:00.000Z"
-        );
+        assert_eq!(Instant::parse_fhir("2026-12-02").unwrap().to_fhir(), "2026-12-02T00:00:00.000Z");
         assert!(Instant::parse_fhir("2026-13-02").is_none());
         assert!(Instant::parse_fhir("yesterday").is_none());
     }
@@ -159,10 +140,7 @@ mod tests {
     fn http_dates() {
         let i = Instant::parse_fhir("2026-12-02T19:10:05Z").unwrap();
         assert_eq!(i.to_http_date(), "Wed, 02 Dec 2026 19:10:05 GMT");
-        assert_eq!(
-            Instant::parse_http_date("Wed, 02 Dec 2026 19:10:05 GMT"),
-            Some(i)
-        );
+        assert_eq!(Instant::parse_http_date("Wed, 02 Dec 2026 19:10:05 GMT"), Some(i));
         assert_eq!(Instant::parse_http_date("garbage"), None);
     }
 }
