@@ -1,1 +1,94 @@
+//! Storage: the [`Store`] trait and its two backends, SQLite (embedded default) and
+//! PostgreSQL.
+//!
+//! What the store knows: resource versions as the exact bytes that are served, full
+//! history with tombstones, the patient-compartment membership of every version, the index
+//! rows search matches against, and how to compile a [`SearchQuery`] and an
+//! [`AccessPredicate`] into SQL. Every read path takes an `AccessPredicate` and applies it
+//! *inside* the SQL, then re-checks each row in memory.
+//!
+//! What it does not know: HTTP, FHIR REST semantics beyond versions (see
+//! [`interactions`] for the write rules both backends share), or who the caller is.
 #![forbid(unsafe_code)]
+
+mod error;
+pub mod interactions;
+mod migrations;
+mod postgres;
+mod sql;
+mod sqlite;
+mod types;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bastion_search::{AccessPredicate, SearchQuery};
+
+pub use error::StoreError;
+pub use types::*;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Read paths and the way into a write transaction. One implementation per backend.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Starts a write transaction. Dropping it without [`StoreTx::commit`] rolls back.
+    async fn begin(&self) -> Result<Box<dyn StoreTx>>;
+
+    /// The current version of a resource (a tombstone when deleted), if the access
+    /// predicate admits it.
+    async fn read(&self, access: &AccessPredicate, resource_type: &str, id: &str) -> Result<Option<StoredVersion>>;
+
+    /// One version of a resource, if it exists and the access predicate admits it.
+    async fn vread(
+        &self,
+        access: &AccessPredicate,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredVersion>>;
+
+    /// Versions newest first, at instance, type or system level.
+    async fn history(&self, access: &AccessPredicate, query: &HistoryQuery) -> Result<Vec<StoredVersion>>;
+
+    /// Current, non-deleted resources matching `query`, in a stable order.
+    async fn search(&self, access: &AccessPredicate, query: &SearchQuery, page: Page) -> Result<SearchPage>;
+
+    /// Has `bastion import` already loaded a file with this SHA-256 (hex)?
+    async fn imported(&self, sha256: &str) -> Result<bool>;
+}
+
+/// A write transaction: every change inside it lands together or not at all.
+#[async_trait]
+pub trait StoreTx: Send {
+    /// The current version of a resource, locked against concurrent writers until the
+    /// transaction ends. Ignores access: callers check it on what they get.
+    async fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>>;
+
+    /// Writes a new version (and its index rows), making it current.
+    async fn write_version(&mut self, version: NewVersion) -> Result<()>;
+
+    /// Ids of current resources matching `query` (at most `limit`), as seen inside this
+    /// transaction.
+    async fn find_ids(&mut self, access: &AccessPredicate, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
+
+    /// Records an imported file in the same transaction as its resources.
+    async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Opens the store named by a storage URL (`sqlite://path` or `postgres://...`) and
+/// applies pending migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Err(StoreError::Config("storage.url must start with sqlite:// or postgres://".into()))
+    }
+}

@@ -1,0 +1,26 @@
+//! Schema migrations, embedded in the binary and applied at start, one list per backend.
+//! A migration is applied once, inside a transaction, and recorded in `schema_migrations`;
+//! never edit one that has shipped, add the next number instead.
+
+pub struct Migration {
+    pub version: u32,
+    pub sql: &'static str,
+}
+
+pub const SQLITE: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_resources.sql") },
+    Migration { version: 2, sql: include_str!("../migrations/sqlite/0002_imports.sql") },
+];
+
+pub const POSTGRES: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../migrations/postgres/0001_resources.sql") },
+    Migration { version: 2, sql: include_str!("../migrations/postgres/0002_imports.sql") },
+];
+
+pub const CREATE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
+/// The migrations not yet applied, given the versions that are.
+pub fn pending<'a>(all: &'a [Migration], applied: &[i64]) -> impl Iterator<Item = &'a Migration> {
+    all.iter().filter(move |m| !applied.contains(&(m.version as i64)))
+}

@@ -1,0 +1,324 @@
+//! SQL shared by both backends: one text, written with `?` placeholders and rewritten to
+//! `$n` for PostgreSQL, so that a query, an access predicate or a search compiles the same
+//! way everywhere. Every value is bound, never spliced: the only text that enters SQL here
+//! is written in this file.
+
+use bastion_search::query::SystemMatch;
+use bastion_search::{AccessPredicate, Clause, SearchQuery, TokenValue};
+
+use crate::types::{HistoryLevel, HistoryQuery, Page};
+
+/// A bound value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlValue {
+    Int(i64),
+    Text(String),
+}
+
+/// SQL text with its parameters, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<SqlValue>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Sql { text: text.to_string(), params: Vec::new() }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, v: SqlValue) -> &mut Self {
+        self.text.push('?');
+        self.params.push(v);
+        self
+    }
+
+    pub fn bind_text(&mut self, s: &str) -> &mut Self {
+        self.bind(SqlValue::Text(s.to_string()))
+    }
+
+    fn bind_list(&mut self, items: &[String]) -> &mut Self {
+        self.push("(");
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind_text(s);
+        }
+        self.push(")")
+    }
+}
+
+/// `?` -> `$1, $2, ...` (no statement here has a `?` inside a literal).
+pub fn to_postgres_placeholders(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut n = 0;
+    for c in text.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The columns of a version row, in the order `decode` functions read them.
+pub const VERSION_COLUMNS: &str =
+    "v.res_type, v.res_id, v.version_id, v.last_updated, v.method, v.body, v.compartments, v.seq";
+
+/// Appends the access predicate over the version row aliased `v`.
+pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
+    match access {
+        AccessPredicate::AllowAll => {
+            sql.push("1 = 1");
+        }
+        AccessPredicate::DenyAll => {
+            sql.push("1 = 0");
+        }
+        AccessPredicate::PatientCompartment(patients) if patients.is_empty() => {
+            sql.push("1 = 0");
+        }
+        AccessPredicate::PatientCompartment(patients) => {
+            sql.push("((v.res_type = 'Patient' AND v.res_id IN ");
+            sql.bind_list(patients);
+            sql.push(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = v.res_pk AND c.version_id = v.version_id AND c.patient_id IN ");
+            sql.bind_list(patients);
+            sql.push("))");
+        }
+    }
+}
+
+fn push_token_value(sql: &mut Sql, t: &TokenValue) {
+    match (&t.system, &t.code) {
+        (SystemMatch::Any, Some(code)) => {
+            sql.push("t.code = ").bind_text(code);
+        }
+        (SystemMatch::NoSystem, Some(code)) => {
+            sql.push("(t.code = ").bind_text(code).push(" AND t.system IS NULL)");
+        }
+        (SystemMatch::Is(system), Some(code)) => {
+            sql.push("(t.code = ").bind_text(code).push(" AND t.system = ").bind_text(system).push(")");
+        }
+        (SystemMatch::Is(system), None) => {
+            sql.push("t.system = ").bind_text(system);
+        }
+        // The parser never yields these; match nothing rather than everything.
+        (SystemMatch::Any | SystemMatch::NoSystem, None) => {
+            sql.push("1 = 0");
+        }
+    }
+}
+
+/// Appends the search clauses over the current-resource row aliased `r`.
+fn push_clauses(sql: &mut Sql, query: &SearchQuery) {
+    for clause in &query.clauses {
+        sql.push(" AND ");
+        match clause {
+            Clause::Id(ids) => {
+                sql.push("r.res_id IN ").bind_list(ids);
+            }
+            Clause::Token { param, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = r.pk AND t.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    push_token_value(sql, v);
+                }
+                sql.push("))");
+            }
+        }
+    }
+}
+
+const CURRENT_JOIN: &str = " FROM resources r JOIN resource_versions v ON v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id";
+
+fn search_where(sql: &mut Sql, access: &AccessPredicate, query: &SearchQuery) {
+    sql.push(" WHERE r.res_type = ").bind_text(&query.resource_type).push(" AND r.deleted = 0");
+    push_clauses(sql, query);
+    sql.push(" AND ");
+    push_access(sql, access);
+}
+
+/// Current resources matching a search, one page.
+pub fn search(access: &AccessPredicate, query: &SearchQuery, page: Page) -> Sql {
+    let mut sql = Sql::new("SELECT ");
+    sql.push(VERSION_COLUMNS).push(CURRENT_JOIN);
+    search_where(&mut sql, access, query);
+    sql.push(" ORDER BY r.pk LIMIT ")
+        .bind(SqlValue::Int(page.limit as i64))
+        .push(" OFFSET ")
+        .bind(SqlValue::Int(page.offset as i64));
+    sql
+}
+
+/// How many current resources match a search.
+pub fn search_count(access: &AccessPredicate, query: &SearchQuery) -> Sql {
+    let mut sql = Sql::new("SELECT COUNT(*)");
+    sql.push(CURRENT_JOIN);
+    search_where(&mut sql, access, query);
+    sql
+}
+
+/// Ids of current resources matching a search (conditional interactions).
+pub fn find_ids(access: &AccessPredicate, query: &SearchQuery, limit: usize) -> Sql {
+    let mut sql = Sql::new("SELECT r.res_id");
+    sql.push(CURRENT_JOIN);
+    search_where(&mut sql, access, query);
+    sql.push(" ORDER BY r.pk LIMIT ").bind(SqlValue::Int(limit as i64));
+    sql
+}
+
+/// The current version of one resource.
+pub fn read(access: &AccessPredicate, resource_type: &str, id: &str) -> Sql {
+    let mut sql = Sql::new("SELECT ");
+    sql.push(VERSION_COLUMNS).push(CURRENT_JOIN);
+    sql.push(" WHERE r.res_type = ").bind_text(resource_type).push(" AND r.res_id = ").bind_text(id).push(" AND ");
+    push_access(&mut sql, access);
+    sql
+}
+
+/// One version of one resource.
+pub fn vread(access: &AccessPredicate, resource_type: &str, id: &str, version: u64) -> Sql {
+    let mut sql = Sql::new("SELECT ");
+    sql.push(VERSION_COLUMNS).push(" FROM resource_versions v WHERE v.res_type = ");
+    sql.bind_text(resource_type).push(" AND v.res_id = ").bind_text(id);
+    sql.push(" AND v.version_id = ").bind(SqlValue::Int(version as i64)).push(" AND ");
+    push_access(&mut sql, access);
+    sql
+}
+
+/// A page of history, newest first.
+pub fn history(access: &AccessPredicate, q: &HistoryQuery) -> Sql {
+    let mut sql = Sql::new("SELECT ");
+    sql.push(VERSION_COLUMNS).push(" FROM resource_versions v WHERE ");
+    match &q.level {
+        HistoryLevel::Instance { resource_type, id } => {
+            sql.push("v.res_type = ").bind_text(resource_type).push(" AND v.res_id = ").bind_text(id);
+        }
+        HistoryLevel::Type { resource_type } => {
+            sql.push("v.res_type = ").bind_text(resource_type);
+        }
+        HistoryLevel::System => {
+            sql.push("1 = 1");
+        }
+    }
+    if let Some(since) = q.since {
+        sql.push(" AND v.last_updated >= ").bind(SqlValue::Int(since.millis));
+    }
+    if let Some(before) = q.before_seq {
+        sql.push(" AND v.seq < ").bind(SqlValue::Int(before));
+    }
+    if let Some(max) = q.max_seq {
+        sql.push(" AND v.seq <= ").bind(SqlValue::Int(max));
+    }
+    sql.push(" AND ");
+    push_access(&mut sql, access);
+    sql.push(" ORDER BY v.seq DESC LIMIT ").bind(SqlValue::Int(q.limit as i64));
+    sql
+}
+
+/// Statements of the write path, shared by both backends.
+pub mod write {
+    /// Upsert of the current-resource row; yields its `pk`.
+    pub const UPSERT_RESOURCE: &str = "INSERT INTO resources (res_type, res_id, version_id, last_updated, deleted, compartment_key) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (res_type, res_id) DO UPDATE SET version_id = excluded.version_id, last_updated = excluded.last_updated, \
+         deleted = excluded.deleted, compartment_key = excluded.compartment_key RETURNING pk";
+    pub const INSERT_VERSION: &str = "INSERT INTO resource_versions (res_pk, res_type, res_id, version_id, last_updated, method, body, compartments, compartment_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    pub const DELETE_TOKENS: &str = "DELETE FROM idx_token WHERE res_pk = ?";
+    pub const INSERT_TOKEN: &str =
+        "INSERT INTO idx_token (res_pk, res_type, param, system, code, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
+    pub const INSERT_IMPORT: &str = "INSERT INTO imports (sha256, name, resources, imported_at) VALUES (?, ?, ?, ?)";
+    pub const SELECT_IMPORT: &str = "SELECT 1 FROM imports WHERE sha256 = ?";
+    pub const INSERT_COMPARTMENT: &str = "INSERT INTO compartments (patient_id, res_pk, version_id) VALUES (?, ?, ?)";
+}
+
+/// The columns of `StoredVersion` as decoded from either backend.
+pub struct RawVersion {
+    pub res_type: String,
+    pub res_id: String,
+    pub version_id: i64,
+    pub last_updated: i64,
+    pub method: String,
+    pub body: Option<Vec<u8>>,
+    pub compartments: String,
+    pub seq: i64,
+}
+
+impl RawVersion {
+    pub fn into_stored(self) -> crate::Result<crate::StoredVersion> {
+        let method = crate::Method::parse(&self.method)
+            .ok_or_else(|| crate::StoreError::Corrupt(format!("unknown method {:?}", self.method)))?;
+        Ok(crate::StoredVersion {
+            resource_type: self.res_type,
+            id: self.res_id,
+            version: self.version_id as u64,
+            last_updated: bastion_fhir::primitives::Instant::from_millis(self.last_updated),
+            method,
+            body: self.body,
+            compartments: split_compartments(&self.compartments),
+            seq: self.seq,
+        })
+    }
+}
+
+/// Compartments are stored space-separated on the version row (ids never contain spaces).
+pub fn join_compartments(c: &[String]) -> String {
+    c.join(" ")
+}
+
+fn split_compartments(s: &str) -> Vec<String> {
+    s.split(' ').filter(|p| !p.is_empty()).map(str::to_string).collect()
+}
+
+/// The in-memory half of "two evaluators": every row a read path returns is re-checked
+/// against the predicate. A row the SQL let through but the predicate rejects is a bug in
+/// one of them; it is logged loudly and withheld, never returned.
+pub fn recheck(access: &AccessPredicate, rows: Vec<crate::StoredVersion>) -> Vec<crate::StoredVersion> {
+    rows.into_iter()
+        .filter(|v| {
+            let ok = access.admits(&v.resource_type, &v.id, &v.compartments);
+            if !ok {
+                tracing::error!(
+                    resource_type = %v.resource_type,
+                    "access predicate disagreement: SQL admitted a row the in-memory check rejects; row withheld"
+                );
+            }
+            ok
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(to_postgres_placeholders("a = ? AND b IN (?, ?)"), "a = $1 AND b IN ($2, $3)");
+    }
+
+    #[test]
+    fn values_are_bound_not_spliced() {
+        let q = SearchQuery::parse("Patient", &[("identifier".into(), "x' OR '1'='1".into())]).unwrap();
+        let sql = search(
+            &AccessPredicate::PatientCompartment(vec!["p'--".into()]),
+            &q,
+            Page { offset: 0, limit: 10, with_total: false },
+        );
+        assert!(!sql.text.contains("x'"));
+        assert!(!sql.text.contains("p'--"));
+        assert_eq!(sql.text.matches('?').count(), sql.params.len());
+    }
+}

@@ -1,0 +1,112 @@
+//! The access-predicate seam, on real SQLite and (when `BASTION_TEST_POSTGRES_URL` is set)
+//! real PostgreSQL: every read path honours the predicate inside its SQL.
+
+use std::sync::Arc;
+
+use bastion_search::{AccessPredicate, SearchQuery};
+use bastion_store::{HistoryLevel, HistoryQuery, Page, Store, interactions};
+use serde_json::json;
+
+async fn sqlite_store() -> Arc<dyn Store> {
+    let dir = std::env::temp_dir().join(format!("bastion-store-{}", uuid::Uuid::new_v4()));
+    bastion_store::open(&format!("sqlite://{}/s.db", dir.display())).await.unwrap()
+}
+
+async fn postgres_store() -> Option<Arc<dyn Store>> {
+    let Ok(admin) = std::env::var("BASTION_TEST_POSTGRES_URL") else {
+        eprintln!("SKIPPED: PostgreSQL half (BASTION_TEST_POSTGRES_URL not set)");
+        return None;
+    };
+    let db = format!("bastion_s_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    Some(bastion_store::open(&format!("{base}/{db}")).await.unwrap())
+}
+
+/// Two patients, each with an observation; one observation merely *focuses* on p1.
+async fn seed(store: &dyn Store) {
+    let mut tx = store.begin().await.unwrap();
+    for p in ["p1", "p2"] {
+        interactions::update(
+            &mut *tx,
+            "Patient",
+            p,
+            json!({"resourceType": "Patient", "id": p}),
+            None,
+            bastion_store::Method::Put,
+        )
+        .await
+        .unwrap();
+        let obs = json!({"resourceType": "Observation", "id": format!("o-{p}"), "status": "final", "code": {"text": "x"},
+            "subject": {"reference": format!("Patient/{p}")}});
+        interactions::update(&mut *tx, "Observation", &format!("o-{p}"), obs, None, bastion_store::Method::Put)
+            .await
+            .unwrap();
+    }
+    let focus = json!({"resourceType": "Observation", "id": "o-focus", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/p2"}, "focus": [{"reference": "Patient/p1"}]});
+    interactions::update(&mut *tx, "Observation", "o-focus", focus, None, bastion_store::Method::Put).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn check_seam(store: Arc<dyn Store>) {
+    seed(&*store).await;
+    let p1 = AccessPredicate::PatientCompartment(vec!["p1".into()]);
+    // read
+    assert!(store.read(&p1, "Observation", "o-p1").await.unwrap().is_some());
+    assert!(store.read(&p1, "Observation", "o-p2").await.unwrap().is_none());
+    assert!(store.read(&p1, "Observation", "o-focus").await.unwrap().is_none(), "focus is not compartment membership");
+    assert!(store.read(&p1, "Patient", "p1").await.unwrap().is_some());
+    assert!(store.read(&p1, "Patient", "p2").await.unwrap().is_none());
+    // vread
+    assert!(store.vread(&p1, "Observation", "o-p2", 1).await.unwrap().is_none());
+    assert!(store.vread(&p1, "Observation", "o-p1", 1).await.unwrap().is_some());
+    // search, with a matching total
+    let all = SearchQuery { resource_type: "Observation".into(), clauses: vec![] };
+    let page = store.search(&p1, &all, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.total, Some(1));
+    let page =
+        store.search(&AccessPredicate::AllowAll, &all, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
+    assert_eq!(page.total, Some(3));
+    let none =
+        store.search(&AccessPredicate::DenyAll, &all, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
+    assert_eq!(none.total, Some(0));
+    // history at every level
+    for level in [HistoryLevel::System, HistoryLevel::Type { resource_type: "Observation".into() }] {
+        let h = store
+            .history(&p1, &HistoryQuery { level, since: None, before_seq: None, max_seq: None, limit: 100 })
+            .await
+            .unwrap();
+        assert!(
+            h.iter()
+                .all(|v| v.compartments.contains(&"p1".to_string()) || (v.resource_type == "Patient" && v.id == "p1"))
+        );
+        assert!(!h.is_empty());
+    }
+    // conditional matching inside a transaction
+    let mut tx = store.begin().await.unwrap();
+    let ids = tx.find_ids(&p1, &all, 10).await.unwrap();
+    assert_eq!(ids, vec!["o-p1".to_string()]);
+    // a delete tombstone stays in the compartment of what it deleted
+    interactions::delete(&mut *tx, "Observation", "o-p1", None).await.unwrap();
+    tx.commit().await.unwrap();
+    let tomb = store.read(&p1, "Observation", "o-p1").await.unwrap().unwrap();
+    assert!(tomb.is_deleted());
+    let other = AccessPredicate::PatientCompartment(vec!["p2".into()]);
+    assert!(store.read(&other, "Observation", "o-p1").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_predicate_is_enforced_on_every_read_path_sqlite() {
+    check_seam(sqlite_store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_predicate_is_enforced_on_every_read_path_postgres() {
+    if let Some(store) = postgres_store().await {
+        check_seam(store).await;
+    }
+}
