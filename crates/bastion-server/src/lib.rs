@@ -1,1 +1,31 @@
+//! The HTTP server: configuration, the request pipeline from HTTP to an [`interaction`],
+//! its execution by the [`engine`] against the store, and the rendering of replies.
+//!
+//! Not here: storage (bastion-store), search semantics (bastion-search), FHIR definitions
+//! and validation (bastion-fhir).
 #![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod capability;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod interaction;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use engine::{Engine, RequestContext};
+pub use error::ApiError;
+
+/// The FHIR base URL for a public URL: `{public_url}/fhir`.
+pub fn fhir_base(public_url: &str) -> String {
+    format!("{}/fhir", public_url.trim_end_matches('/'))
+}
+
+/// Opens the store and builds the engine for a configuration.
+pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engine>, bastion_store::StoreError> {
+    let store = bastion_store::open(&config.storage.url).await?;
+    Ok(Arc::new(Engine::new(store, fhir_base(public_url), config.limits.clone())))
+}

@@ -1,0 +1,69 @@
+//! The CapabilityStatement, generated from what this server really implements: every R4
+//! resource type with the interactions the engine executes and the search parameters the
+//! query parser accepts. It is built once at start.
+
+use bastion_fhir::definitions::{self, SearchParamType};
+use serde_json::{Value, json};
+
+/// Search parameter types the query parser implements today.
+fn supported(kind: SearchParamType, code: &str) -> bool {
+    kind == SearchParamType::Token || code == "_id"
+}
+
+fn type_name(kind: SearchParamType) -> &'static str {
+    match kind {
+        SearchParamType::Number => "number",
+        SearchParamType::Date => "date",
+        SearchParamType::String => "string",
+        SearchParamType::Token => "token",
+        SearchParamType::Reference => "reference",
+        SearchParamType::Composite => "composite",
+        SearchParamType::Quantity => "quantity",
+        SearchParamType::Uri => "uri",
+        SearchParamType::Special => "special",
+    }
+}
+
+pub fn capability_statement(base: &str) -> Value {
+    let interactions =
+        ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
+    let resources: Vec<Value> = definitions::resource_types()
+        .iter()
+        .map(|t| {
+            let params: Vec<Value> = definitions::search_params(t)
+                .into_iter()
+                .filter(|p| supported(p.kind, &p.code))
+                .map(|p| json!({"name": p.code, "definition": p.url, "type": type_name(p.kind)}))
+                .collect();
+            json!({
+                "type": t,
+                "interaction": interactions.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-12-02",
+        "publisher": "Bastion",
+        "kind": "instance",
+        "software": {"name": "Bastion", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Bastion FHIR R4 server", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    })
+}

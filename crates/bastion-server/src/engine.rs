@@ -1,0 +1,640 @@
+//! Executes an [`Interaction`] against the store, with the caller's access predicate, and
+//! turns the outcome into a [`Reply`] that the HTTP edge or a Bundle entry can render.
+//!
+//! Write interactions take a [`StoreTx`] from the caller: a single request commits its own,
+//! a transaction Bundle shares one across entries.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use bastion_fhir::bundle::BundleWriter;
+use bastion_fhir::primitives::Instant;
+use bastion_fhir::validate::{ValidationLimits, validate_resource};
+use bastion_fhir::{Issue, IssueType, OperationOutcome};
+use bastion_search::{AccessPredicate, SearchError, SearchQuery};
+use bastion_store::{HistoryLevel, HistoryQuery, Method, Page, Store, StoreTx, StoredVersion, interactions};
+use serde_json::{Value, json};
+
+use crate::config::LimitsConfig;
+use crate::error::ApiError;
+use crate::interaction::{Conditions, Interaction, PreferReturn, Target, parse_etag};
+
+/// Who is asking and how: everything about a request except the interaction itself.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub access: AccessPredicate,
+    pub conditions: Conditions,
+    pub prefer_return: PreferReturn,
+    /// `Prefer: handling=strict`.
+    pub strict: bool,
+}
+
+impl RequestContext {
+    /// A context without restriction: the server's own work (import, demo data) and, until
+    /// the policy layer lands, every request. There is deliberately no `Default`: access
+    /// must always be chosen, never assumed.
+    pub fn unrestricted() -> Self {
+        RequestContext {
+            access: AccessPredicate::AllowAll,
+            conditions: Conditions::default(),
+            prefer_return: PreferReturn::default(),
+            strict: false,
+        }
+    }
+}
+
+/// The body of a reply.
+#[derive(Debug, Clone)]
+pub enum ReplyBody {
+    None,
+    /// Stored bytes, served as they are.
+    Raw(Vec<u8>),
+    Json(Value),
+}
+
+/// What an interaction produced, before it is rendered as HTTP or as a Bundle entry.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: ReplyBody,
+    pub version: Option<u64>,
+    pub last_modified: Option<Instant>,
+    pub location: Option<String>,
+    /// The body is the resource a write produced (so `Prefer: return` applies to it).
+    pub is_write_result: bool,
+}
+
+impl Reply {
+    fn raw(status: StatusCode, bytes: Vec<u8>) -> Self {
+        Reply {
+            status,
+            body: ReplyBody::Raw(bytes),
+            version: None,
+            last_modified: None,
+            location: None,
+            is_write_result: false,
+        }
+    }
+
+    fn of_version(status: StatusCode, v: &StoredVersion, base: &str) -> Self {
+        Reply {
+            status,
+            body: v.body.clone().map_or(ReplyBody::None, ReplyBody::Raw),
+            version: Some(v.version),
+            last_modified: Some(v.last_updated),
+            location: Some(format!("{base}/{}/{}/_history/{}", v.resource_type, v.id, v.version)),
+            is_write_result: false,
+        }
+    }
+
+    /// Applies `Prefer: return=` to the result of a write.
+    pub fn apply_prefer(mut self, prefer: PreferReturn) -> Self {
+        if !self.is_write_result {
+            return self;
+        }
+        match prefer {
+            PreferReturn::Representation => {}
+            PreferReturn::Minimal => self.body = ReplyBody::None,
+            PreferReturn::OperationOutcome => {
+                let msg = match self.status {
+                    StatusCode::CREATED => "created",
+                    StatusCode::NO_CONTENT => "deleted",
+                    _ => "ok",
+                };
+                self.body = ReplyBody::Json(OperationOutcome::ok(msg).to_json());
+                if self.status == StatusCode::NO_CONTENT {
+                    self.status = StatusCode::OK;
+                }
+            }
+        }
+        self
+    }
+
+    pub fn etag(&self) -> Option<String> {
+        self.version.map(|v| format!("W/\"{v}\""))
+    }
+}
+
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    /// The FHIR base URL, `{public_url}/fhir`.
+    pub base: String,
+    pub limits: LimitsConfig,
+    capability: Vec<u8>,
+}
+
+/// Result parameters of search (never part of the query itself).
+const SEARCH_RESULT_PARAMS: &[&str] = &["_count", "_offset", "_total", "_format", "_pretty"];
+/// Parameters recognised but not supported yet; lenient mode ignores them with a warning.
+const HISTORY_PARAMS: &[&str] = &["_count", "_since", "_format", "_pretty", "_page_before", "_page_max"];
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, base: String, limits: LimitsConfig) -> Self {
+        let capability = serde_json::to_vec(&crate::capability::capability_statement(&base)).unwrap_or_default();
+        Engine { store, base, limits, capability }
+    }
+
+    fn validation_limits(&self) -> ValidationLimits {
+        ValidationLimits { max_depth: self.limits.max_json_depth }
+    }
+
+    /// Runs one interaction on its own (writes commit before this returns).
+    pub async fn execute(&self, ctx: &RequestContext, interaction: Interaction) -> Result<Reply, ApiError> {
+        match interaction {
+            Interaction::Capabilities => Ok(Reply::raw(StatusCode::OK, self.capability.clone())),
+            Interaction::Read { resource_type, id } => self.read(ctx, &resource_type, &id).await,
+            Interaction::VRead { resource_type, id, version } => {
+                match self.store.vread(&ctx.access, &resource_type, &id, version).await? {
+                    None => Err(ApiError::NotFound(format!("{resource_type}/{id}/_history/{version} is not known"))),
+                    Some(v) if v.is_deleted() => Err(ApiError::Gone { resource_type, id, version }),
+                    Some(v) => Ok(Reply::of_version(StatusCode::OK, &v, &self.base)),
+                }
+            }
+            Interaction::History { level, params } => self.history(ctx, level, &params).await,
+            Interaction::Search { resource_type, params } => self.search(ctx, &resource_type, &params).await,
+            // Boxed: a batch entry runs through `execute` again.
+            Interaction::Bundle { body } => Box::pin(crate::bundle::process(self, ctx, body)).await,
+            write => {
+                let mut tx = self.store.begin().await?;
+                let reply = self.write(&mut *tx, ctx, write).await?;
+                tx.commit().await?;
+                Ok(reply)
+            }
+        }
+    }
+
+    async fn read(&self, ctx: &RequestContext, resource_type: &str, id: &str) -> Result<Reply, ApiError> {
+        let Some(v) = self.store.read(&ctx.access, resource_type, id).await? else {
+            return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+        };
+        if v.is_deleted() {
+            return Err(ApiError::Gone { resource_type: resource_type.into(), id: id.into(), version: v.version });
+        }
+        let mut reply = Reply::of_version(StatusCode::OK, &v, &self.base);
+        let not_modified = ctx.conditions.if_none_match.as_deref().and_then(parse_etag) == Some(v.version)
+            || ctx
+                .conditions
+                .if_modified_since
+                .is_some_and(|since| v.last_updated.millis / 1000 <= since.millis / 1000);
+        if not_modified {
+            reply.status = StatusCode::NOT_MODIFIED;
+            reply.body = ReplyBody::None;
+        }
+        Ok(reply)
+    }
+
+    /// Checks a resource body for a write to `resource_type` (and, on PUT, `id`).
+    pub fn check_body(&self, body: &Value, resource_type: &str, id: Option<&str>) -> Result<(), ApiError> {
+        let Some(obj) = body.as_object() else {
+            return Err(ApiError::invalid(
+                IssueType::Structure,
+                "the body must be a JSON object (a FHIR resource)",
+                None,
+            ));
+        };
+        match obj.get("resourceType").and_then(Value::as_str) {
+            Some(t) if t == resource_type => {}
+            Some(t) => {
+                return Err(ApiError::invalid(
+                    IssueType::Invalid,
+                    format!("resourceType '{t}' does not match the URL's '{resource_type}'"),
+                    Some("resourceType"),
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid(IssueType::Required, "resourceType is missing", Some("resourceType")));
+            }
+        }
+        if let Some(url_id) = id {
+            match obj.get("id").and_then(Value::as_str) {
+                Some(body_id) if body_id == url_id => {}
+                Some(body_id) => {
+                    return Err(ApiError::invalid(
+                        IssueType::Invalid,
+                        format!("the id in the body ('{body_id}') does not match the id in the URL ('{url_id}')"),
+                        Some(&format!("{resource_type}.id")),
+                    ));
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        IssueType::Required,
+                        "an update must carry the resource id in the body",
+                        Some(&format!("{resource_type}.id")),
+                    ));
+                }
+            }
+        }
+        validate_resource(body, &self.validation_limits()).map_err(ApiError::BadRequest)
+    }
+
+    /// Matches a conditional search inside the transaction: up to two ids.
+    async fn matches(
+        &self,
+        tx: &mut dyn StoreTx,
+        ctx: &RequestContext,
+        resource_type: &str,
+        query: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let q = SearchQuery::parse_conditional(resource_type, query)?;
+        Ok(tx.find_ids(&ctx.access, &q, 2).await?)
+    }
+
+    pub fn written_reply(&self, status: StatusCode, v: &StoredVersion) -> Reply {
+        let mut r = Reply::of_version(status, v, &self.base);
+        r.is_write_result = true;
+        r
+    }
+
+    /// Runs a write interaction inside `tx` (not committed here).
+    pub async fn write(&self, tx: &mut dyn StoreTx, ctx: &RequestContext, i: Interaction) -> Result<Reply, ApiError> {
+        let if_match = ctx.conditions.if_match;
+        match i {
+            Interaction::Create { resource_type, body } => {
+                self.check_body(&body, &resource_type, None)?;
+                if let Some(query) = &ctx.conditions.if_none_exist {
+                    let found = self.matches(tx, ctx, &resource_type, query).await?;
+                    match found.as_slice() {
+                        [] => {}
+                        [id] => {
+                            let existing = tx
+                                .current(&resource_type, id)
+                                .await?
+                                .ok_or_else(|| ApiError::Internal("conditional create match vanished".into()))?;
+                            return Ok(self.written_reply(StatusCode::OK, &existing));
+                        }
+                        _ => {
+                            return Err(ApiError::PreconditionFailed(
+                                "If-None-Exist matches more than one resource".into(),
+                            ));
+                        }
+                    }
+                }
+                let v = interactions::create(tx, body, None).await?;
+                Ok(self.written_reply(StatusCode::CREATED, &v))
+            }
+            Interaction::Update { resource_type, target, body } => {
+                let id = match target {
+                    Target::Id(id) => {
+                        self.check_body(&body, &resource_type, Some(&id))?;
+                        id
+                    }
+                    Target::Search(query) => {
+                        let found = self.matches(tx, ctx, &resource_type, &query).await?;
+                        let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
+                        match (found.as_slice(), body_id) {
+                            ([], None) => {
+                                self.check_body(&body, &resource_type, None)?;
+                                let v = interactions::create(tx, body, None).await?;
+                                return Ok(self.written_reply(StatusCode::CREATED, &v));
+                            }
+                            ([], Some(id)) => {
+                                if tx.current(&resource_type, &id).await?.is_some_and(|c| !c.is_deleted()) {
+                                    return Err(ApiError::Conflict(format!(
+                                        "{resource_type}/{id} exists but does not match the conditional update's search"
+                                    )));
+                                }
+                                self.check_body(&body, &resource_type, Some(&id))?;
+                                id
+                            }
+                            ([found], body_id) => {
+                                if body_id.as_deref().is_some_and(|b| b != found) {
+                                    return Err(ApiError::invalid(
+                                        IssueType::Invalid,
+                                        "the id in the body does not match the resource the search found",
+                                        Some(&format!("{resource_type}.id")),
+                                    ));
+                                }
+                                let mut body = body;
+                                body["id"] = Value::String(found.clone());
+                                self.check_body(&body, &resource_type, Some(found))?;
+                                return self
+                                    .update_checked(tx, &resource_type, found, body, if_match, Method::Put)
+                                    .await;
+                            }
+                            _ => {
+                                return Err(ApiError::PreconditionFailed(
+                                    "the conditional update's search matches more than one resource".into(),
+                                ));
+                            }
+                        }
+                    }
+                };
+                self.update_checked(tx, &resource_type, &id, body, if_match, Method::Put).await
+            }
+            Interaction::Patch { resource_type, target, patch } => {
+                let id = self.single_target(tx, ctx, &resource_type, target).await?;
+                let Some(current) = tx.current(&resource_type, &id).await? else {
+                    return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+                };
+                let Some(bytes) = &current.body else {
+                    return Err(ApiError::Gone { resource_type, id, version: current.version });
+                };
+                if let Some(expected) = if_match
+                    && expected != current.version
+                {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "If-Match version {expected} does not match the current version {}",
+                        current.version
+                    )));
+                }
+                let mut doc: Value = serde_json::from_slice(bytes)
+                    .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
+                let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
+                    ApiError::invalid(IssueType::Structure, format!("not a valid JSON Patch document: {e}"), None)
+                })?;
+                json_patch::patch(&mut doc, &ops).map_err(|e| {
+                    ApiError::Unprocessable(vec![Issue::error(
+                        IssueType::Processing,
+                        format!("the patch cannot be applied: {e}"),
+                    )])
+                })?;
+                if doc.get("resourceType").and_then(Value::as_str) != Some(&resource_type)
+                    || doc.get("id").and_then(Value::as_str) != Some(&id)
+                {
+                    return Err(ApiError::Unprocessable(vec![Issue::error(
+                        IssueType::Invalid,
+                        "a patch may not change resourceType or id",
+                    )]));
+                }
+                self.check_body(&doc, &resource_type, Some(&id)).map_err(|e| match e {
+                    ApiError::BadRequest(issues) => ApiError::Unprocessable(issues),
+                    other => other,
+                })?;
+                self.update_checked(tx, &resource_type, &id, doc, Some(current.version), Method::Patch).await
+            }
+            Interaction::Delete { resource_type, target } => {
+                let ids = match target {
+                    Target::Id(id) => vec![id],
+                    Target::Search(query) => {
+                        let found = self.matches(tx, ctx, &resource_type, &query).await?;
+                        if found.len() > 1 {
+                            return Err(ApiError::PreconditionFailed(
+                                "the conditional delete's search matches more than one resource".into(),
+                            ));
+                        }
+                        found
+                    }
+                };
+                let mut last = None;
+                for id in ids {
+                    last = interactions::delete(tx, &resource_type, &id, if_match).await?.or(last);
+                }
+                let mut reply = match last {
+                    Some(v) => {
+                        let mut r = Reply::of_version(StatusCode::NO_CONTENT, &v, &self.base);
+                        r.location = None;
+                        r
+                    }
+                    None => Reply { status: StatusCode::NO_CONTENT, ..Reply::raw(StatusCode::NO_CONTENT, Vec::new()) },
+                };
+                reply.body = ReplyBody::None;
+                reply.is_write_result = true;
+                Ok(reply)
+            }
+            other => Err(ApiError::Internal(format!("not a write: {other:?}"))),
+        }
+    }
+
+    async fn update_checked(
+        &self,
+        tx: &mut dyn StoreTx,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<u64>,
+        method: Method,
+    ) -> Result<Reply, ApiError> {
+        let (v, created) = interactions::update(tx, resource_type, id, body, if_match, method).await?;
+        Ok(self.written_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &v))
+    }
+
+    /// The one resource a PATCH targets.
+    async fn single_target(
+        &self,
+        tx: &mut dyn StoreTx,
+        ctx: &RequestContext,
+        resource_type: &str,
+        target: Target,
+    ) -> Result<String, ApiError> {
+        match target {
+            Target::Id(id) => Ok(id),
+            Target::Search(query) => {
+                let found = self.matches(tx, ctx, resource_type, &query).await?;
+                match found.as_slice() {
+                    [] => Err(ApiError::NotFound("the conditional patch's search matches nothing".into())),
+                    [id] => Ok(id.clone()),
+                    _ => Err(ApiError::PreconditionFailed(
+                        "the conditional patch's search matches more than one resource".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn count_param(&self, params: &[(String, String)], default: usize) -> Result<usize, ApiError> {
+        match params.iter().find(|(k, _)| k == "_count") {
+            None => Ok(default.min(self.limits.max_count)),
+            Some((_, v)) => match v.parse::<usize>() {
+                Ok(n) => Ok(n.min(self.limits.max_count)),
+                Err(_) => Err(ApiError::invalid(IssueType::Invalid, "_count must be a non-negative integer", None)),
+            },
+        }
+    }
+
+    fn ignored_params_outcome(ignored: &[String]) -> Option<Value> {
+        (!ignored.is_empty()).then(|| {
+            OperationOutcome::single(Issue::warning(
+                IssueType::NotSupported,
+                format!("search parameters ignored: {}", ignored.join(", ")),
+            ))
+            .to_json()
+        })
+    }
+
+    async fn history(
+        &self,
+        ctx: &RequestContext,
+        level: HistoryLevel,
+        params: &[(String, String)],
+    ) -> Result<Reply, ApiError> {
+        let mut ignored = Vec::new();
+        for (k, _) in params {
+            if !HISTORY_PARAMS.contains(&k.as_str()) {
+                if ctx.strict {
+                    return Err(ApiError::invalid(
+                        IssueType::NotSupported,
+                        format!("history parameter '{k}' is not supported"),
+                        None,
+                    ));
+                }
+                ignored.push(k.clone());
+            }
+        }
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let count = self.count_param(params, 100)?;
+        let since = match get("_since") {
+            None => None,
+            Some(s) => Some(Instant::parse_fhir(s).ok_or_else(|| {
+                ApiError::invalid(IssueType::Invalid, "_since must be a FHIR instant, e.g. 2026-01-01T00:00:00Z", None)
+            })?),
+        };
+        let cursor = |name: &str| -> Result<Option<i64>, ApiError> {
+            get(name)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .map_err(|_| ApiError::invalid(IssueType::Invalid, format!("{name} is malformed"), None))
+                })
+                .transpose()
+        };
+        let before_seq = cursor("_page_before")?;
+        let max_seq = cursor("_page_max")?;
+        let q = HistoryQuery { level: level.clone(), since, before_seq, max_seq, limit: count + 1 };
+        let mut versions = if count == 0 { Vec::new() } else { self.store.history(&ctx.access, &q).await? };
+        if let HistoryLevel::Instance { resource_type, id } = &level
+            && versions.is_empty()
+            && before_seq.is_none()
+            && since.is_none()
+        {
+            return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+        }
+        let has_next = versions.len() > count;
+        versions.truncate(count);
+        let path = match &level {
+            HistoryLevel::Instance { resource_type, id } => format!("{resource_type}/{id}/_history"),
+            HistoryLevel::Type { resource_type } => format!("{resource_type}/_history"),
+            HistoryLevel::System => "_history".to_string(),
+        };
+        let snapshot = max_seq.or_else(|| versions.first().map(|v| v.seq));
+        let mut base_query = vec![format!("_count={count}")];
+        if let Some(s) = get("_since") {
+            base_query.push(format!("_since={}", encode(s)));
+        }
+        let mut self_query = base_query.clone();
+        if let Some(b) = before_seq {
+            self_query.push(format!("_page_before={b}"));
+        }
+        if let Some(m) = max_seq {
+            self_query.push(format!("_page_max={m}"));
+        }
+        let mut links = vec![("self", format!("{}/{path}?{}", self.base, self_query.join("&")))];
+        if has_next && let (Some(last), Some(snap)) = (versions.last(), snapshot) {
+            let mut next = base_query.clone();
+            next.push(format!("_page_before={}", last.seq));
+            next.push(format!("_page_max={snap}"));
+            links.push(("next", format!("{}/{path}?{}", self.base, next.join("&"))));
+        }
+        let mut w =
+            BundleWriter::new(&uuid::Uuid::new_v4().to_string(), &Instant::now().to_fhir(), "history", None, &links);
+        if let Some(oo) = Self::ignored_params_outcome(&ignored) {
+            w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));
+        }
+        for v in &versions {
+            let (url, status) = match v.method {
+                Method::Post => (v.resource_type.clone(), "201 Created"),
+                Method::Put | Method::Patch if v.version == 1 => {
+                    (format!("{}/{}", v.resource_type, v.id), "201 Created")
+                }
+                Method::Put | Method::Patch => (format!("{}/{}", v.resource_type, v.id), "200 OK"),
+                Method::Delete => (format!("{}/{}", v.resource_type, v.id), "204 No Content"),
+            };
+            let rest = json!({
+                "request": {"method": v.method.as_str(), "url": url},
+                "response": {"status": status, "etag": format!("W/\"{}\"", v.version), "lastModified": v.last_updated.to_fhir()},
+            });
+            w.entry_raw(Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)), v.body.as_deref(), &rest);
+        }
+        Ok(Reply::raw(StatusCode::OK, w.finish()))
+    }
+
+    async fn search(
+        &self,
+        ctx: &RequestContext,
+        resource_type: &str,
+        params: &[(String, String)],
+    ) -> Result<Reply, ApiError> {
+        let mut used = Vec::new();
+        let mut ignored = Vec::new();
+        for (k, v) in params {
+            if SEARCH_RESULT_PARAMS.contains(&k.as_str()) {
+                continue;
+            }
+            let one = [(k.clone(), v.clone())];
+            match SearchQuery::parse(resource_type, &one) {
+                Ok(_) => used.push((k.clone(), v.clone())),
+                Err(
+                    SearchError::UnknownParameter { .. }
+                    | SearchError::UnsupportedParameter { .. }
+                    | SearchError::UnsupportedModifier { .. },
+                ) if !ctx.strict => ignored.push(k.clone()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let query = SearchQuery::parse(resource_type, &used)?;
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let count = self.count_param(params, 50)?;
+        let offset = match get("_offset") {
+            None => 0,
+            Some(v) => v
+                .parse::<usize>()
+                .map_err(|_| ApiError::invalid(IssueType::Invalid, "_offset must be a non-negative integer", None))?,
+        };
+        let with_total = match get("_total") {
+            None | Some("accurate") | Some("estimate") => true,
+            Some("none") => false,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    IssueType::Invalid,
+                    format!("_total must be none, estimate or accurate, not '{other}'"),
+                    None,
+                ));
+            }
+        };
+        let page = Page { offset, limit: count, with_total };
+        let result = if count == 0 && !with_total {
+            bastion_store::SearchPage { items: Vec::new(), total: None }
+        } else {
+            self.store.search(&ctx.access, &query, page).await?
+        };
+        let mut query_string: Vec<String> = used.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        query_string.push(format!("_count={count}"));
+        let link = |off: usize| {
+            let mut q = query_string.clone();
+            q.push(format!("_offset={off}"));
+            format!("{}/{resource_type}?{}", self.base, q.join("&"))
+        };
+        let mut links = vec![("self", link(offset))];
+        let more = match result.total {
+            Some(t) => (offset + result.items.len()) < t as usize && count > 0,
+            None => result.items.len() == count && count > 0,
+        };
+        if more {
+            links.push(("next", link(offset + count)));
+        }
+        if offset > 0 {
+            links.push(("previous", link(offset.saturating_sub(count.max(1)))));
+        }
+        let mut w = BundleWriter::new(
+            &uuid::Uuid::new_v4().to_string(),
+            &Instant::now().to_fhir(),
+            "searchset",
+            result.total,
+            &links,
+        );
+        for v in &result.items {
+            w.entry_raw(
+                Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)),
+                v.body.as_deref(),
+                &json!({"search": {"mode": "match"}}),
+            );
+        }
+        if let Some(oo) = Self::ignored_params_outcome(&ignored) {
+            w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));
+        }
+        Ok(Reply::raw(StatusCode::OK, w.finish()))
+    }
+}
+
+/// Percent-encodes a query component.
+pub fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

@@ -1,0 +1,231 @@
+//! The HTTP edge: routes, content negotiation, body limits, request headers into a
+//! [`RequestContext`], and [`Reply`] / [`ApiError`] into responses. Nothing here decides
+//! what data a request may see; it only translates.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bastion_fhir::IssueType;
+use bastion_fhir::primitives::Instant;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::engine::{Engine, Reply, ReplyBody, RequestContext};
+use crate::error::ApiError;
+use crate::interaction::{self, Body, Conditions, Interaction, PreferReturn, parse_etag};
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"pass\"}") }))
+        .route("/fhir", any(fhir))
+        .route("/fhir/", any(fhir))
+        .route("/fhir/{*path}", any(fhir))
+        .fallback(|| async { error_response(&ApiError::NotFound("no such endpoint".into())) })
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("request handler panicked");
+            error_response(&ApiError::Internal("panic".into()))
+        }))
+        .with_state(engine)
+}
+
+pub fn error_response(e: &ApiError) -> Response {
+    let body = serde_json::to_vec(&e.outcome().to_json()).unwrap_or_default();
+    let mut r = (e.status(), body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    r
+}
+
+fn media_type(v: &str) -> String {
+    v.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+fn is_fhir_json(mt: &str) -> bool {
+    matches!(mt, "application/fhir+json" | "application/json" | "application/json+fhir")
+}
+
+/// `_format` and `Accept`: can the client take JSON?
+fn check_acceptable(query: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "_format" && !matches!(v.as_ref(), "json" | "application/json" | "application/fhir+json" | "fhir+json")
+        {
+            return Err(ApiError::NotAcceptable(format!(
+                "_format '{v}' is not supported; this server speaks application/fhir+json"
+            )));
+        }
+    }
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    if accept.trim().is_empty() {
+        return Ok(());
+    }
+    let ok = accept.split(',').any(|range| {
+        let mut parts = range.split(';');
+        let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+        });
+        !refused && (is_fhir_json(&mt) || mt == "*/*" || mt == "application/*")
+    });
+    if ok { Ok(()) } else { Err(ApiError::NotAcceptable("this server answers only with application/fhir+json".into())) }
+}
+
+fn prefer(headers: &HeaderMap) -> (PreferReturn, bool) {
+    let mut ret = PreferReturn::default();
+    let mut strict = false;
+    for v in headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()) {
+        for token in v.split([',', ';']) {
+            match token.trim().replace(' ', "").as_str() {
+                "return=minimal" => ret = PreferReturn::Minimal,
+                "return=representation" => ret = PreferReturn::Representation,
+                "return=OperationOutcome" => ret = PreferReturn::OperationOutcome,
+                "handling=strict" => strict = true,
+                "handling=lenient" => strict = false,
+                _ => {}
+            }
+        }
+    }
+    (ret, strict)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn conditions(headers: &HeaderMap) -> Result<Conditions, ApiError> {
+    let if_match = match header_str(headers, "if-match") {
+        Some(v) => Some(parse_etag(v).ok_or_else(|| {
+            ApiError::invalid(IssueType::Invalid, "If-Match must be a version ETag such as W/\"3\"", None)
+        })?),
+        None => None,
+    };
+    Ok(Conditions {
+        if_match,
+        if_none_match: header_str(headers, "if-none-match").map(str::to_string),
+        if_modified_since: header_str(headers, "if-modified-since").and_then(Instant::parse_http_date),
+        if_none_exist: header_str(headers, "if-none-exist").map(|v| v.trim_start_matches('?').to_string()),
+    })
+}
+
+/// Reads the body within the configured limit (413 above it).
+async fn read_body(body: AxumBody, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("the request body is larger than this server's limit of {limit} bytes"));
+    if header_str(headers, "content-length").and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.to_string().contains("recursion limit") {
+            "the JSON is nested too deeply".to_string()
+        } else {
+            format!("the body is not valid JSON (line {}, column {})", e.line(), e.column())
+        };
+        ApiError::invalid(IssueType::Structure, what, None)
+    })
+}
+
+/// Turns the body into a [`Body`] according to its Content-Type; form-encoded `_search`
+/// bodies become query parameters instead.
+fn decode_body(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    query: &mut String,
+) -> Result<Option<Body>, ApiError> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(None);
+    }
+    let mt = header_str(headers, "content-type").map(media_type);
+    if path.ends_with("/_search") {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if mt.as_deref() != Some("application/x-www-form-urlencoded") {
+            return Err(ApiError::UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded".into()));
+        }
+        let form = std::str::from_utf8(bytes)
+            .map_err(|_| ApiError::invalid(IssueType::Invalid, "the form body is not UTF-8", None))?;
+        if !query.is_empty() && !form.is_empty() {
+            query.push('&');
+        }
+        query.push_str(form);
+        return Ok(None);
+    }
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    match mt.as_deref() {
+        Some("application/json-patch+json") if *method == Method::PATCH => {
+            Ok(Some(Body::JsonPatch(parse_json(bytes)?)))
+        }
+        Some(m) if is_fhir_json(m) && *method == Method::PATCH => Err(ApiError::UnsupportedMediaType(
+            "FHIRPath Patch is not supported; send a JSON Patch as application/json-patch+json".into(),
+        )),
+        Some(m) if is_fhir_json(m) => Ok(Some(Body::Resource(parse_json(bytes)?))),
+        Some(m) => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type '{m}' is not supported; send application/fhir+json"
+        ))),
+        None => Err(ApiError::UnsupportedMediaType("Content-Type is missing; send application/fhir+json".into())),
+    }
+}
+
+async fn fhir(State(engine): State<Arc<Engine>>, request: Request) -> Response {
+    match handle(&engine, request).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn handle(engine: &Engine, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().strip_prefix("/fhir").unwrap_or("").trim_start_matches('/').to_string();
+    let mut query = parts.uri.query().unwrap_or("").to_string();
+    check_acceptable(&query, &parts.headers)?;
+    let bytes = read_body(body, &parts.headers, engine.limits.max_body_bytes).await?;
+    let body = decode_body(&parts.method, &path, &parts.headers, &bytes, &mut query)?;
+    let interaction = interaction::parse(parts.method.as_str(), &path, &query, body)?;
+    let (prefer_return, strict) = prefer(&parts.headers);
+    let ctx = RequestContext {
+        conditions: conditions(&parts.headers)?,
+        prefer_return,
+        strict,
+        ..RequestContext::unrestricted()
+    };
+    let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });
+    let reply = engine.execute(&ctx, interaction).await?;
+    let reply = if is_write { reply.apply_prefer(prefer_return) } else { reply };
+    Ok(render(reply))
+}
+
+fn render(reply: Reply) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(etag) = reply.etag().and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Some(t) = reply.last_modified.and_then(|t| HeaderValue::from_str(&t.to_http_date()).ok()) {
+        headers.insert(header::LAST_MODIFIED, t);
+    }
+    if let Some(l) = reply.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
+        let name = if reply.status == StatusCode::CREATED { header::LOCATION } else { header::CONTENT_LOCATION };
+        headers.insert(name, l);
+    }
+    let body = match reply.body {
+        ReplyBody::None => Vec::new(),
+        ReplyBody::Raw(b) => b,
+        ReplyBody::Json(v) => serde_json::to_vec(&v).unwrap_or_default(),
+    };
+    if !body.is_empty() {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    }
+    (reply.status, headers, body).into_response()
+}
