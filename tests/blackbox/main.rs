@@ -1,1 +1,13 @@
-fn main() {}
+//! The black-box suite: the real binary over HTTP, each test on SQLite and PostgreSQL.
+//! One module per capability; security and bad-input tests are named after what they reject.
+
+mod harness;
+
+mod bad_input;
+mod capability;
+mod cli;
+mod conditional;
+mod crud;
+mod history;
+mod import;
+mod transaction;

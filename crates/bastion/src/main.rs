@@ -1,2 +1,117 @@
+//! `bastion`: the FHIR server binary and its operator commands.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod demo;
+mod import;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bastion_server::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bastion", version, about = "A FHIR R4 server with security and privacy built in")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Configuration file (TOML); defaults apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Load demo data and print what to try.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Load transaction/batch Bundles (.json) and NDJSON files (.ndjson) into the store.
+    Import {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Files to load; each lands completely or not at all.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {
+    Config::load(path, std::env::vars()).map_err(|e| e.to_string())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BASTION_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn serve(config: Config, demo: bool) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let engine = bastion_server::build_engine(&config, &public_url).await.map_err(|e| e.to_string())?;
+    if demo {
+        demo::load(&engine).await.map_err(|e| format!("loading demo data: {e}"))?;
+    }
+    let app = bastion_server::http::router(engine.clone());
+    println!("Bastion {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("FHIR base: {}", engine.base);
+    println!("Storage:   {} ({})", redact_url(&config.storage.url), engine.store.backend());
+    if demo {
+        demo::print_tips(&engine.base);
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A storage URL without its password, for printing.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..s], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, demo } => serve(load_config(config.as_deref())?, demo).await,
+            Command::Import { config, files, quiet } => {
+                import::run(&load_config(config.as_deref())?, &files, quiet).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

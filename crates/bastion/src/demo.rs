@@ -1,0 +1,103 @@
+//! Demo data for `bastion serve --demo`: a handful of patients with observations, some of
+//! them security-labelled, written with fixed ids so that a restart does not duplicate them.
+
+use bastion_server::engine::{Engine, RequestContext};
+use bastion_server::interaction::Interaction;
+use serde_json::{Value, json};
+
+const PATIENTS: &[(&str, &str, &str, &str, &str)] = &[
+    ("demo-alice", "Alice", "Anders", "female", "1984-03-12"),
+    ("demo-bob", "Bob", "Berger", "male", "1972-11-02"),
+    ("demo-carol", "Carol", "Castillo", "female", "1990-06-25"),
+];
+
+fn patient(id: &str, given: &str, family: &str, gender: &str, birth: &str) -> Value {
+    json!({
+        "resourceType": "Patient", "id": id,
+        "identifier": [{"system": "urn:bastion:demo:mrn", "value": format!("MRN-{id}")}],
+        "name": [{"family": family, "given": [given]}],
+        "gender": gender, "birthDate": birth
+    })
+}
+
+fn observation(
+    id: &str,
+    patient: &str,
+    loinc: &str,
+    display: &str,
+    value: f64,
+    unit: &str,
+    security: Option<(&str, &str)>,
+) -> Value {
+    let mut o = json!({
+        "resourceType": "Observation", "id": id, "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2026-01-15T09:30:00Z",
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+    });
+    if let Some((system, code)) = security {
+        o["meta"] = json!({"security": [{"system": system, "code": code}]});
+    }
+    o
+}
+
+fn demo_resources() -> Vec<Value> {
+    let mut out = Vec::new();
+    for (id, given, family, gender, birth) in PATIENTS {
+        out.push(patient(id, given, family, gender, birth));
+        out.push(observation(&format!("{id}-hr"), id, "8867-4", "Heart rate", 72.0, "/min", None));
+        out.push(observation(&format!("{id}-bw"), id, "29463-7", "Body weight", 70.5, "kg", None));
+    }
+    // Labelled records, for the privacy features: restricted and psychiatry-sensitive.
+    out.push(observation(
+        "demo-alice-phq9",
+        "demo-alice",
+        "44261-6",
+        "PHQ-9 total score",
+        14.0,
+        "{score}",
+        Some(("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY")),
+    ));
+    out.push(observation(
+        "demo-bob-hiv",
+        "demo-bob",
+        "75622-1",
+        "HIV 1 and 2 tests",
+        0.0,
+        "1",
+        Some(("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "R")),
+    ));
+    out
+}
+
+/// Writes the demo resources as one transaction.
+pub async fn load(engine: &Engine) -> Result<(), String> {
+    let entries: Vec<Value> = demo_resources()
+        .into_iter()
+        .map(|r| {
+            let url = format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default());
+            json!({"fullUrl": format!("{}/{url}", engine.base), "resource": r, "request": {"method": "PUT", "url": url}})
+        })
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    engine
+        .execute(&RequestContext::unrestricted(), Interaction::Bundle { body: bundle })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.outcome().to_json().to_string())
+}
+
+pub fn print_tips(base: &str) {
+    println!();
+    println!("Demo data loaded: {} patients with observations (two of them security-labelled).", PATIENTS.len());
+    println!("Try:");
+    println!("  curl {base}/metadata");
+    println!("  curl {base}/Patient/demo-alice");
+    println!("  curl '{base}/Observation?code=http://loinc.org|8867-4'");
+    println!("  curl {base}/Patient/demo-alice/_history");
+    println!(
+        "  curl -X POST -H 'Content-Type: application/fhir+json' -d '{{\"resourceType\":\"Patient\",\"name\":[{{\"family\":\"New\"}}]}}' {base}/Patient"
+    );
+}

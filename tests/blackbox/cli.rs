@@ -1,0 +1,77 @@
+//! The binary as an operator runs it: configuration errors, environment overrides, demo.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+fn temp_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("bastion-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn unknown_config_key_rejected_at_start() {
+    let dir = temp_dir();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\nlisten_port = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen_port"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unknown_environment_key_rejected_at_start() {
+    let dir = temp_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .arg("serve")
+        .env("BASTION_SERVER__LISTEN", "127.0.0.1:0")
+        .env("BASTION_STORAGE__URLL", "sqlite://x.db")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("urll"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_configuration_file() {
+    // The file leaves the default (16 MiB) body limit; the environment lowers it.
+    let dir = temp_dir();
+    let cfg = dir.join("bastion.toml");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n", dir.display()),
+    )
+    .unwrap();
+    let srv = Server::spawn(&cfg, &[], &[("BASTION_LIMITS__MAX_BODY_BYTES", "2048")], dir, None).unwrap();
+    let big = json!({"resourceType": "Patient", "name": [{"family": "x".repeat(4000)}]});
+    assert_outcome(srv.post("Patient", &big).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(srv.post("Patient", &json!({"resourceType": "Patient"})).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_loads_demo_data_and_prints_tips() {
+    let dir = temp_dir();
+    let cfg = dir.join("bastion.toml");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n", dir.display()),
+    )
+    .unwrap();
+    let srv = Server::spawn(&cfg, &["--demo"], &[], dir, None).unwrap();
+    let p = body(srv.get("Patient/demo-alice").await).await;
+    assert_eq!(p["name"][0]["family"], "Anders");
+    let obs = body(srv.get("Observation?code=http://loinc.org|8867-4").await).await;
+    assert_eq!(obs["total"], 3);
+    let labelled = body(srv.get("Observation/demo-bob-hiv").await).await;
+    assert_eq!(labelled["meta"]["security"][0]["code"], "R");
+}

@@ -1,0 +1,252 @@
+//! Starts the real `bastion` binary on an ephemeral port, against SQLite or PostgreSQL,
+//! and talks to it over HTTP.
+//!
+//! PostgreSQL runs when `BASTION_TEST_POSTGRES_URL` names a server; each test server gets a
+//! database of its own, dropped afterwards. Without it, the PostgreSQL half of every test
+//! prints a banner that bypasses the test harness's output capture, so a run that skipped
+//! it says so.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+pub use reqwest::StatusCode;
+pub use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub root: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    pg: Option<(String, String)>, // (admin url, database)
+}
+
+static SKIP_BANNER: Once = Once::new();
+
+fn loud(msg: &str) {
+    // Directly on the process's stderr: libtest captures only the print macros.
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("BASTION_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            SKIP_BANNER.call_once(|| {
+                loud("\n==================================================================");
+                loud("SKIPPED: every PostgreSQL test (BASTION_TEST_POSTGRES_URL is not set).");
+                loud("Only the SQLite backend was tested. Set it, e.g.");
+                loud("  BASTION_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres");
+                loud("==================================================================\n");
+            });
+            None
+        }
+    }
+}
+
+fn database_url(admin: &str, db: &str) -> String {
+    // Replace the path part (the database) of the admin URL.
+    let (head, tail) = match admin.find("://") {
+        Some(i) => admin.split_at(i + 3),
+        None => ("", admin),
+    };
+    let (authority, rest) = tail.split_once('/').unwrap_or((tail, ""));
+    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{head}{authority}/{db}{query}")
+}
+
+async fn pg_admin(admin: &str, statement: &str) {
+    let (client, conn) =
+        tokio_postgres::connect(admin, tokio_postgres::NoTls).await.expect("connect to test PostgreSQL");
+    let task = tokio::spawn(conn);
+    client.batch_execute(statement).await.expect("admin statement");
+    drop(client);
+    let _ = task.await;
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Option<Server> {
+        Self::start_with(backend, "").await
+    }
+
+    /// Starts a server with extra TOML appended to the test configuration.
+    pub async fn start_with(backend: Backend, extra_toml: &str) -> Option<Server> {
+        let data_dir = std::env::temp_dir().join(format!("bastion-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let (storage_url, pg) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}/bastion.db", data_dir.display()), None),
+            Backend::Postgres => {
+                let admin = postgres_url()?;
+                let db = format!("bastion_t_{}", uuid::Uuid::new_v4().simple());
+                pg_admin(&admin, &format!("CREATE DATABASE {db}")).await;
+                (database_url(&admin, &db), Some((admin, db)))
+            }
+        };
+        let config_path = data_dir.join("bastion.toml");
+        std::fs::write(
+            &config_path,
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\nurl = \"{storage_url}\"\n\n{extra_toml}\n"),
+        )
+        .unwrap();
+        let server = Self::spawn(&config_path, &[], &[], data_dir.clone(), pg)
+            .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        Some(server)
+    }
+
+    /// Spawns `bastion serve --config FILE [args]` and waits for its "listening" line.
+    pub fn spawn(
+        config_path: &PathBuf,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        data_dir: PathBuf,
+        pg: Option<(String, String)>,
+    ) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bastion"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config_path)
+            .args(args)
+            .current_dir(&data_dir)
+            .env("BASTION_LOG", "warn")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(idx) = line.find("listening on http://") {
+                    let _ = tx.send(line[idx + "listening on ".len()..].trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(root) => {
+                Ok(Server { child, base: format!("{root}/fhir"), root, client: reqwest::Client::new(), data_dir, pg })
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                Err(format!("no 'listening on' line; stderr: {err}"))
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .request(method.parse().unwrap(), self.url(path))
+            .header("Content-Type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.send("POST", path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.send("PUT", path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// Creates a resource and returns the stored representation.
+    pub async fn create(&self, body: &Value) -> Value {
+        let t = body["resourceType"].as_str().unwrap();
+        let r = self.post(t, body).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create {t}");
+        r.json().await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some((admin, db)) = self.pg.take() {
+            // Drop runs inside the test's runtime: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(pg_admin(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")));
+            })
+            .join();
+        }
+    }
+}
+
+/// Reads a response body as JSON.
+pub async fn body(r: reqwest::Response) -> Value {
+    let text = r.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error response: the status, an OperationOutcome body, and that it names no
+/// internals (SQL, file paths, Rust panics).
+pub async fn assert_outcome(r: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(r.status(), status, "status");
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    assert!(ct.starts_with("application/fhir+json"), "content-type {ct}");
+    let text = r.text().await.unwrap();
+    for leak in ["SELECT", "INSERT", "sqlite", "postgres", "panicked", ".rs:", "/src/", "rusqlite", "tokio"] {
+        assert!(!text.contains(leak), "error body reveals internals ({leak}): {text}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["resourceType"], "OperationOutcome", "{text}");
+    assert!(v["issue"][0]["severity"].is_string());
+    v
+}
+
+/// Every test body in this suite runs on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* $name:ident, |$srv:ident| $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $srv = $crate::harness::Server::start($crate::harness::Backend::Sqlite).await.unwrap();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($srv) = $crate::harness::Server::start($crate::harness::Backend::Postgres).await else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}
