@@ -271,3 +271,32 @@ both_backends!(token_search_finds_by_identifier_and_code, |srv| {
     let s = body(srv.get("Patient?identifier=x'%20OR%20'1'%3D'1").await).await;
     assert_eq!(s["total"], 0);
 });
+
+both_backends!(concurrent_updates_of_one_resource_all_land_in_order, |srv| {
+    srv.put("Patient/busy", &json!({"resourceType": "Patient", "id": "busy"})).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (client, url) = (srv.client.clone(), srv.url("Patient/busy"));
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"resourceType": "Patient", "id": "busy", "name": [{"family": format!("W{i}")}]});
+            client
+                .put(url)
+                .header("Content-Type", "application/fhir+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK, "no concurrent update is lost or refused");
+    }
+    let now = body(srv.get("Patient/busy").await).await;
+    assert_eq!(now["meta"]["versionId"], "21");
+    let h = body(srv.get("Patient/busy/_history?_count=100").await).await;
+    let versions: Vec<&str> =
+        h["entry"].as_array().unwrap().iter().map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (1..=21).rev().map(|v| v.to_string()).collect();
+    assert_eq!(versions, expected);
+});

@@ -5,6 +5,9 @@
 //! `Observation.focus` never makes data visible to a patient), and the token rows that
 //! token searches match against.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
 use bastion_fhir::definitions::{self, SearchParamType};
 use serde_json::Value;
 
@@ -41,25 +44,51 @@ fn patient_id_of_reference(reference: &str) -> Option<&str> {
     bastion_fhir::primitives::is_valid_id(id).then_some(id)
 }
 
+/// What to evaluate on a resource of one type, parsed once from the definitions.
+struct IndexPlan {
+    /// The resource is in its own compartment (Patient).
+    own_compartment: bool,
+    compartment_paths: Vec<SimplePath>,
+    token_paths: Vec<(String, SimplePath)>,
+}
+
+fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
+    static PLANS: OnceLock<RwLock<HashMap<String, Arc<IndexPlan>>>> = OnceLock::new();
+    let plans = PLANS.get_or_init(Default::default);
+    if let Some(p) = plans.read().expect("index plans poisoned").get(resource_type) {
+        return p.clone();
+    }
+    let params = definitions::patient_compartment_params(resource_type);
+    let plan = Arc::new(IndexPlan {
+        own_compartment: params.iter().any(|c| c == "{def}"),
+        compartment_paths: params
+            .iter()
+            .filter_map(|code| definitions::search_param(resource_type, code))
+            .filter_map(|p| p.expression.as_deref().and_then(SimplePath::parse))
+            .collect(),
+        token_paths: definitions::search_params(resource_type)
+            .into_iter()
+            .filter(|p| p.kind == SearchParamType::Token && p.code != "_id")
+            .filter_map(|p| Some((p.code.clone(), p.expression.as_deref().and_then(SimplePath::parse)?)))
+            .collect(),
+    });
+    plans.write().expect("index plans poisoned").insert(resource_type.to_string(), plan.clone());
+    plan
+}
+
 /// Patient compartment memberships according to the CompartmentDefinition.
 pub fn patient_compartments(resource: &Value) -> Vec<String> {
     let Some(rtype) = resource.get("resourceType").and_then(Value::as_str) else {
         return Vec::new();
     };
+    let plan = plan_for(rtype);
     let mut out = Vec::new();
-    for code in definitions::patient_compartment_params(rtype) {
-        if code == "{def}" {
-            if let Some(id) = resource.get("id").and_then(Value::as_str) {
-                out.push(id.to_string());
-            }
-            continue;
-        }
-        let Some(expr) = definitions::search_param(rtype, code).and_then(|p| p.expression.as_deref()) else {
-            continue;
-        };
-        let Some(path) = SimplePath::parse(expr) else {
-            continue;
-        };
+    if plan.own_compartment
+        && let Some(id) = resource.get("id").and_then(Value::as_str)
+    {
+        out.push(id.to_string());
+    }
+    for path in &plan.compartment_paths {
         for v in path.select(resource) {
             if let Some(id) = v.get("reference").and_then(Value::as_str).and_then(patient_id_of_reference) {
                 out.push(id.to_string());
@@ -100,15 +129,9 @@ fn token_rows_of(param: &str, v: &Value, out: &mut Vec<TokenRow>) {
 pub fn extract_index(resource: &Value) -> IndexRows {
     let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
     let mut tokens = Vec::new();
-    for p in definitions::search_params(rtype) {
-        if p.kind != SearchParamType::Token || p.code == "_id" {
-            continue;
-        }
-        let Some(path) = p.expression.as_deref().and_then(SimplePath::parse) else {
-            continue;
-        };
+    for (code, path) in &plan_for(rtype).token_paths {
         for v in path.select(resource) {
-            token_rows_of(&p.code, v, &mut tokens);
+            token_rows_of(code, v, &mut tokens);
         }
     }
     tokens.sort();

@@ -38,6 +38,10 @@ pub fn error_response(e: &ApiError) -> Response {
     let body = serde_json::to_vec(&e.outcome().to_json()).unwrap_or_default();
     let mut r = (e.status(), body).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if matches!(e, ApiError::PayloadTooLarge(_)) {
+        // The rest of the body is never read: tell the client not to reuse the connection.
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 

@@ -180,8 +180,15 @@ fn map_unique_violation(e: tokio_postgres::Error, what: &str) -> StoreError {
 #[async_trait]
 impl StoreTx for PgTx {
     async fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>> {
-        let mut sql = sql::read(&AccessPredicate::AllowAll, resource_type, id);
-        sql.push(" FOR UPDATE OF r");
+        // Lock the current row first, alone, then read it in a new statement: under READ
+        // COMMITTED a join locked in one statement would re-check the newer current row
+        // against version rows from the old snapshot, and miss a version that a concurrent
+        // writer committed while we waited.
+        let lock = sql::to_postgres_placeholders(sql::write::LOCK_CURRENT);
+        if self.client().query(&lock, &[&resource_type, &id]).await?.is_empty() {
+            return Ok(None);
+        }
+        let sql = sql::read(&AccessPredicate::AllowAll, resource_type, id);
         Ok(query_versions(self.client(), &sql).await?.into_iter().next())
     }
 

@@ -236,6 +236,8 @@ pub mod write {
          deleted = excluded.deleted, compartment_key = excluded.compartment_key RETURNING pk";
     pub const INSERT_VERSION: &str = "INSERT INTO resource_versions (res_pk, res_type, res_id, version_id, last_updated, method, body, compartments, compartment_key) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    /// PostgreSQL: lock a current row against concurrent writers.
+    pub const LOCK_CURRENT: &str = "SELECT pk FROM resources WHERE res_type = ? AND res_id = ? FOR UPDATE";
     pub const DELETE_TOKENS: &str = "DELETE FROM idx_token WHERE res_pk = ?";
     pub const INSERT_TOKEN: &str =
         "INSERT INTO idx_token (res_pk, res_type, param, system, code, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";

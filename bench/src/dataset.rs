@@ -1,0 +1,234 @@
+//! Deterministic synthetic FHIR R4 data: patients with encounters, observations (vital
+//! signs and labs, LOINC + UCUM), conditions (SNOMED CT), medication requests (RxNorm) and
+//! procedures. The same seed gives the same bytes.
+
+use serde_json::{Value, json};
+
+/// splitmix64: small, fast, and good enough to make data look varied.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (self.next_u64() as f64 / u64::MAX as f64) * (hi - lo)
+    }
+
+    fn uuid(&mut self) -> String {
+        let a = self.next_u64();
+        let b = self.next_u64();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48) & 0x3fff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+const GIVEN_F: &[&str] = &["Emma", "Olivia", "Ava", "Sophia", "Mia", "Amelia", "Harper", "Ingrid", "Leila", "Yuki"];
+const GIVEN_M: &[&str] = &["Liam", "Noah", "Oliver", "Elijah", "James", "Lucas", "Mateo", "Arjun", "Kofi", "Henrik"];
+const FAMILY: &[&str] = &[
+    "Smith", "Johnson", "Garcia", "Müller", "Nguyen", "Okafor", "Rossi", "Kowalski", "Tanaka", "Silva", "Brown",
+    "Dubois",
+];
+
+/// (LOINC, display, UCUM unit, low, high, category)
+const OBSERVATIONS: &[(&str, &str, &str, f64, f64, &str)] = &[
+    ("8867-4", "Heart rate", "/min", 50.0, 110.0, "vital-signs"),
+    ("8480-6", "Systolic blood pressure", "mm[Hg]", 95.0, 170.0, "vital-signs"),
+    ("8462-4", "Diastolic blood pressure", "mm[Hg]", 55.0, 100.0, "vital-signs"),
+    ("29463-7", "Body weight", "kg", 45.0, 130.0, "vital-signs"),
+    ("8302-2", "Body height", "cm", 150.0, 200.0, "vital-signs"),
+    ("8310-5", "Body temperature", "Cel", 36.0, 39.5, "vital-signs"),
+    ("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 70.0, 220.0, "laboratory"),
+    ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.5, 11.0, "laboratory"),
+    ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", 120.0, 300.0, "laboratory"),
+    ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", 9.0, 17.5, "laboratory"),
+    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 0.5, 2.5, "laboratory"),
+];
+
+const CONDITIONS: &[(&str, &str)] = &[
+    ("44054006", "Diabetes mellitus type 2"),
+    ("38341003", "Hypertensive disorder"),
+    ("195967001", "Asthma"),
+    ("55822004", "Hyperlipidemia"),
+    ("709044004", "Chronic kidney disease"),
+    ("35489007", "Depressive disorder"),
+];
+
+const MEDICATIONS: &[(&str, &str)] = &[
+    ("860975", "metformin hydrochloride 500 MG Oral Tablet"),
+    ("314076", "lisinopril 10 MG Oral Tablet"),
+    ("617312", "atorvastatin 40 MG Oral Tablet"),
+    ("745679", "albuterol 0.09 MG/ACTUAT Metered Dose Inhaler"),
+    ("312938", "sertraline 50 MG Oral Tablet"),
+];
+
+const PROCEDURES: &[(&str, &str)] = &[
+    ("73761001", "Colonoscopy"),
+    ("386053000", "Evaluation procedure"),
+    ("430193006", "Medication reconciliation"),
+    ("710824005", "Assessment of health and social care needs"),
+];
+
+fn date(rng: &mut Rng, from_year: u64, span_years: u64) -> String {
+    let y = from_year + rng.below(span_years);
+    let m = 1 + rng.below(12);
+    let d = 1 + rng.below(28);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn coding(system: &str, code: &str, display: &str) -> Value {
+    json!({"coding": [{"system": system, "code": code, "display": display}], "text": display})
+}
+
+/// One patient's record, each resource with the `urn:uuid:` it is known by in a Bundle.
+pub fn patient_record(rng: &mut Rng, index: u64) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let pid = format!("urn:uuid:{}", rng.uuid());
+    let female = rng.below(2) == 0;
+    let given = *rng.pick(if female { GIVEN_F } else { GIVEN_M });
+    let family = *rng.pick(FAMILY);
+    out.push((
+        pid.clone(),
+        json!({"resourceType": "Patient",
+            "identifier": [{"system": "urn:bastion:bench:mrn", "value": format!("MRN{index:08}")}],
+            "name": [{"use": "official", "family": family, "given": [given]}],
+            "gender": if female { "female" } else { "male" },
+            "birthDate": date(rng, 1935, 70),
+            "address": [{"city": "Springfield", "postalCode": format!("{:05}", rng.below(99999))}]}),
+    ));
+    let encounters = 2 + rng.below(3);
+    for _ in 0..encounters {
+        let eid = format!("urn:uuid:{}", rng.uuid());
+        let day = date(rng, 2015, 11);
+        out.push((
+            eid.clone(),
+            json!({"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
+                "type": [coding("http://snomed.info/sct", "185349003", "Encounter for check up")],
+                "subject": {"reference": pid}, "period": {"start": format!("{day}T09:00:00Z"), "end": format!("{day}T09:30:00Z")}}),
+        ));
+        for _ in 0..(8 + rng.below(6)) {
+            let (code, display, unit, lo, hi, category) = *rng.pick(OBSERVATIONS);
+            let value = (rng.range(lo, hi) * 10.0).round() / 10.0;
+            out.push((
+                format!("urn:uuid:{}", rng.uuid()),
+                json!({"resourceType": "Observation", "status": "final",
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+                    "code": coding("http://loinc.org", code, display),
+                    "subject": {"reference": pid}, "encounter": {"reference": eid},
+                    "effectiveDateTime": format!("{day}T09:1{}:00Z", rng.below(10)),
+                    "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}),
+            ));
+        }
+        if rng.below(2) == 0 {
+            let (code, display) = *rng.pick(PROCEDURES);
+            out.push((
+                format!("urn:uuid:{}", rng.uuid()),
+                json!({"resourceType": "Procedure", "status": "completed", "code": coding("http://snomed.info/sct", code, display),
+                    "subject": {"reference": pid}, "encounter": {"reference": eid}, "performedDateTime": format!("{day}T09:20:00Z")}),
+            ));
+        }
+    }
+    for _ in 0..(1 + rng.below(3)) {
+        let (code, display) = *rng.pick(CONDITIONS);
+        out.push((
+            format!("urn:uuid:{}", rng.uuid()),
+            json!({"resourceType": "Condition",
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+                "code": coding("http://snomed.info/sct", code, display), "subject": {"reference": pid}, "onsetDateTime": date(rng, 2000, 20)}),
+        ));
+    }
+    for _ in 0..(1 + rng.below(3)) {
+        let (code, display) = *rng.pick(MEDICATIONS);
+        out.push((
+            format!("urn:uuid:{}", rng.uuid()),
+            json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "medicationCodeableConcept": coding("http://www.nlm.nih.gov/research/umls/rxnorm", code, display),
+                "subject": {"reference": pid}, "authoredOn": date(rng, 2015, 11)}),
+        ));
+    }
+    out
+}
+
+/// A transaction Bundle of POST entries for these records.
+pub fn transaction(records: &[(String, Value)]) -> Value {
+    let entries: Vec<Value> = records
+        .iter()
+        .map(|(url, r)| json!({"fullUrl": url, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}))
+        .collect();
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// `patients` patients, `per_bundle` to a transaction Bundle.
+pub fn dataset(seed: u64, patients: u64, per_bundle: u64) -> Vec<Value> {
+    let mut rng = Rng::new(seed);
+    let mut bundles = Vec::new();
+    let mut current = Vec::new();
+    for i in 0..patients {
+        current.extend(patient_record(&mut rng, i));
+        if (i + 1) % per_bundle.max(1) == 0 {
+            bundles.push(transaction(&current));
+            current.clear();
+        }
+    }
+    if !current.is_empty() {
+        bundles.push(transaction(&current));
+    }
+    bundles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_data_other_seed_other_data() {
+        assert_eq!(dataset(7, 5, 2), dataset(7, 5, 2));
+        assert_ne!(dataset(7, 5, 2), dataset(8, 5, 2));
+    }
+
+    #[test]
+    fn every_reference_points_inside_its_bundle() {
+        for b in dataset(1, 20, 3) {
+            let entries = b["entry"].as_array().unwrap();
+            let urls: Vec<&str> = entries.iter().map(|e| e["fullUrl"].as_str().unwrap()).collect();
+            for e in entries {
+                assert!(e["resource"]["resourceType"].is_string());
+                for key in ["subject", "encounter"] {
+                    if let Some(r) = e["resource"][key]["reference"].as_str() {
+                        assert!(urls.contains(&r), "{r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn about_forty_resources_per_patient() {
+        let n: usize = dataset(3, 100, 10).iter().map(|b| b["entry"].as_array().unwrap().len()).sum();
+        assert!((2500..=6000).contains(&n), "{n}");
+    }
+}
