@@ -14,6 +14,7 @@
 mod error;
 pub mod interactions;
 mod migrations;
+mod ops;
 mod postgres;
 mod sql;
 mod sqlite;

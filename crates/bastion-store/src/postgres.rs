@@ -1,12 +1,13 @@
 //! The PostgreSQL backend: a deadpool of connections; the SQL is the same as SQLite's (see
-//! [`crate::sql`]) with `$n` placeholders.
+//! [`crate::sql`]) with `$n` placeholders, and every operation is [`crate::ops`]'.
 
 use async_trait::async_trait;
 use bastion_search::{AccessPredicate, SearchQuery};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use crate::ops::{self, Conn};
 use crate::sql::{self, RawVersion, Sql, SqlValue};
 use crate::{
     HistoryQuery, NewVersion, Page, Result, SearchPage, Store, StoreError, StoreTx, StoredVersion, migrations,
@@ -18,6 +19,8 @@ fn as_params(values: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
         .map(|v| match v {
             SqlValue::Int(i) => i as &(dyn ToSql + Sync),
             SqlValue::Text(s) => s as &(dyn ToSql + Sync),
+            SqlValue::OptText(s) => s as &(dyn ToSql + Sync),
+            SqlValue::OptBlob(b) => b as &(dyn ToSql + Sync),
         })
         .collect()
 }
@@ -36,14 +39,35 @@ fn decode(row: &Row) -> Result<StoredVersion> {
     .into_stored()
 }
 
-async fn query(client: &deadpool_postgres::ClientWrapper, sql: &Sql) -> Result<Vec<Row>> {
-    let text = sql::to_postgres_placeholders(&sql.text);
-    let stmt = client.prepare_cached(&text).await?;
+async fn query(client: &ClientWrapper, sql: &Sql) -> Result<Vec<Row>> {
+    let stmt = client.prepare_cached(&sql::to_postgres_placeholders(&sql.text)).await?;
     Ok(client.query(&stmt, &as_params(&sql.params)).await?)
 }
 
-async fn query_versions(client: &deadpool_postgres::ClientWrapper, sql: &Sql) -> Result<Vec<StoredVersion>> {
-    query(client, sql).await?.iter().map(decode).collect()
+/// A pooled connection, or the one a transaction holds.
+struct PgConn<'a>(&'a ClientWrapper);
+
+#[async_trait]
+impl Conn for PgConn<'_> {
+    async fn versions(&self, sql: &Sql) -> Result<Vec<StoredVersion>> {
+        query(self.0, sql).await?.iter().map(decode).collect()
+    }
+
+    async fn texts(&self, sql: &Sql) -> Result<Vec<String>> {
+        Ok(query(self.0, sql).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+    }
+
+    async fn int(&self, sql: &Sql) -> Result<Option<i64>> {
+        Ok(match query(self.0, sql).await?.first() {
+            Some(r) => Some(r.try_get::<_, i64>(0).or_else(|_| r.try_get::<_, i32>(0).map(i64::from))?),
+            None => None,
+        })
+    }
+
+    async fn execute(&self, sql: &Sql) -> Result<u64> {
+        let stmt = self.0.prepare_cached(&sql::to_postgres_placeholders(&sql.text)).await?;
+        self.0.execute(&stmt, &as_params(&sql.params)).await.map_err(map_unique_violation)
+    }
 }
 
 pub struct PgStore {
@@ -106,9 +130,7 @@ impl Store for PgStore {
     }
 
     async fn read(&self, access: &AccessPredicate, resource_type: &str, id: &str) -> Result<Option<StoredVersion>> {
-        let client = self.client().await?;
-        let rows = query_versions(&client, &sql::read(access, resource_type, id)).await?;
-        Ok(sql::recheck(access, rows).into_iter().next())
+        ops::read(&PgConn(&*self.client().await?), access, resource_type, id).await
     }
 
     async fn vread(
@@ -118,33 +140,24 @@ impl Store for PgStore {
         id: &str,
         version: u64,
     ) -> Result<Option<StoredVersion>> {
-        let client = self.client().await?;
-        let rows = query_versions(&client, &sql::vread(access, resource_type, id, version)).await?;
-        Ok(sql::recheck(access, rows).into_iter().next())
+        ops::vread(&PgConn(&*self.client().await?), access, resource_type, id, version).await
     }
 
     async fn history(&self, access: &AccessPredicate, q: &HistoryQuery) -> Result<Vec<StoredVersion>> {
-        let client = self.client().await?;
-        let rows = query_versions(&client, &sql::history(access, q)).await?;
-        Ok(sql::recheck(access, rows))
+        ops::history(&PgConn(&*self.client().await?), access, q).await
     }
 
     async fn search(&self, access: &AccessPredicate, q: &SearchQuery, page: Page) -> Result<SearchPage> {
         let client = self.client().await?;
-        let items = sql::recheck(access, query_versions(&client, &sql::search(access, q, page)).await?);
-        let total = if page.with_total {
-            let rows = query(&client, &sql::search_count(access, q)).await?;
-            Some(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0) as u64)
-        } else {
-            None
-        };
-        Ok(SearchPage { items, total })
+        // Page and count in one snapshot.
+        client.batch_execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        let result = ops::search(&PgConn(&client), access, q, page).await;
+        client.batch_execute("COMMIT").await?;
+        result
     }
 
     async fn imported(&self, sha256: &str) -> Result<bool> {
-        let client = self.client().await?;
-        let sql = sql::to_postgres_placeholders(sql::write::SELECT_IMPORT);
-        Ok(!client.query(&sql, &[&sha256]).await?.is_empty())
+        ops::imported(&PgConn(&*self.client().await?), sha256).await
     }
 }
 
@@ -154,8 +167,8 @@ pub struct PgTx {
 }
 
 impl PgTx {
-    fn client(&self) -> &Object {
-        self.client.as_ref().expect("transaction already finished")
+    fn conn(&self) -> PgConn<'_> {
+        PgConn(self.client.as_ref().expect("transaction already finished"))
     }
 }
 
@@ -169,9 +182,10 @@ impl Drop for PgTx {
     }
 }
 
-fn map_unique_violation(e: tokio_postgres::Error, what: &str) -> StoreError {
+/// Two writers racing to create the same new resource: the loser gets a conflict.
+fn map_unique_violation(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-        StoreError::Conflict(what.to_string())
+        StoreError::Conflict("unique violation".into())
     } else {
         StoreError::Postgres(e)
     }
@@ -184,79 +198,26 @@ impl StoreTx for PgTx {
         // COMMITTED a join locked in one statement would re-check the newer current row
         // against version rows from the old snapshot, and miss a version that a concurrent
         // writer committed while we waited.
-        let lock = sql::to_postgres_placeholders(sql::write::LOCK_CURRENT);
-        if self.client().query(&lock, &[&resource_type, &id]).await?.is_empty() {
+        let lock = Sql {
+            text: sql::write::LOCK_CURRENT.into(),
+            params: vec![SqlValue::Text(resource_type.into()), SqlValue::Text(id.into())],
+        };
+        if self.conn().int(&lock).await?.is_none() {
             return Ok(None);
         }
-        let sql = sql::read(&AccessPredicate::AllowAll, resource_type, id);
-        Ok(query_versions(self.client(), &sql).await?.into_iter().next())
+        ops::read(&self.conn(), &AccessPredicate::AllowAll, resource_type, id).await
     }
 
     async fn write_version(&mut self, v: NewVersion) -> Result<()> {
-        let client = self.client();
-        let what = format!("{}/{}", v.resource_type, v.id);
-        let key = v.index.compartment_key().map(str::to_string);
-        let upsert = client.prepare_cached(&sql::to_postgres_placeholders(sql::write::UPSERT_RESOURCE)).await?;
-        let row = client
-            .query_one(
-                &upsert,
-                &[
-                    &v.resource_type,
-                    &v.id,
-                    &(v.version as i64),
-                    &v.last_updated.millis,
-                    &(v.body.is_none() as i64),
-                    &key,
-                ],
-            )
-            .await?;
-        let pk: i64 = row.get(0);
-        let insert = client.prepare_cached(&sql::to_postgres_placeholders(sql::write::INSERT_VERSION)).await?;
-        client
-            .execute(
-                &insert,
-                &[
-                    &pk,
-                    &v.resource_type,
-                    &v.id,
-                    &(v.version as i64),
-                    &v.last_updated.millis,
-                    &v.method.as_str(),
-                    &v.body,
-                    &sql::join_compartments(&v.index.compartments),
-                    &key,
-                ],
-            )
-            .await
-            .map_err(|e| map_unique_violation(e, &what))?;
-        let del = client.prepare_cached(&sql::to_postgres_placeholders(sql::write::DELETE_TOKENS)).await?;
-        client.execute(&del, &[&pk]).await?;
-        if v.body.is_some() && !v.index.tokens.is_empty() {
-            let ins = client.prepare_cached(&sql::to_postgres_placeholders(sql::write::INSERT_TOKEN)).await?;
-            for t in &v.index.tokens {
-                client.execute(&ins, &[&pk, &v.resource_type, &t.param, &t.system, &t.code, &key]).await?;
-            }
-        }
-        if !v.index.compartments.is_empty() {
-            let ins = client.prepare_cached(&sql::to_postgres_placeholders(sql::write::INSERT_COMPARTMENT)).await?;
-            for p in &v.index.compartments {
-                client.execute(&ins, &[p, &pk, &(v.version as i64)]).await?;
-            }
-        }
-        Ok(())
+        ops::write_version(&self.conn(), v).await
     }
 
     async fn find_ids(&mut self, access: &AccessPredicate, q: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        let rows = query(self.client(), &sql::find_ids(access, q, limit)).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        ops::find_ids(&self.conn(), access, q, limit).await
     }
 
     async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()> {
-        let sql = sql::to_postgres_placeholders(sql::write::INSERT_IMPORT);
-        self.client()
-            .execute(&sql, &[&sha256, &name, &(resources as i64), &bastion_fhir::primitives::Instant::now().millis])
-            .await?;
-        Ok(())
+        ops::record_import(&self.conn(), sha256, name, resources).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {

@@ -13,6 +13,8 @@ use crate::types::{HistoryLevel, HistoryQuery, Page};
 pub enum SqlValue {
     Int(i64),
     Text(String),
+    OptText(Option<String>),
+    OptBlob(Option<Vec<u8>>),
 }
 
 /// SQL text with its parameters, in order.

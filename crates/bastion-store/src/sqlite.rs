@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bastion_search::{AccessPredicate, SearchQuery};
-use rusqlite::types::{ToSqlOutput, Value as SqliteValue};
+use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use crate::sql::{self, RawVersion, Sql, SqlValue};
+use crate::ops::{self, Conn};
+use crate::sql::{RawVersion, Sql, SqlValue};
 use crate::{
     HistoryQuery, NewVersion, Page, Result, SearchPage, Store, StoreError, StoreTx, StoredVersion, migrations,
 };
@@ -22,7 +23,9 @@ impl ToSql for SqlValue {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
             SqlValue::Int(i) => ToSqlOutput::Owned(SqliteValue::Integer(*i)),
-            SqlValue::Text(s) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(s.as_bytes())),
+            SqlValue::Text(s) | SqlValue::OptText(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            SqlValue::OptBlob(Some(b)) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            SqlValue::OptText(None) | SqlValue::OptBlob(None) => ToSqlOutput::Owned(SqliteValue::Null),
         })
     }
 }
@@ -40,14 +43,50 @@ fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawVersion> {
     })
 }
 
-fn query_versions(conn: &Connection, sql: &Sql) -> Result<Vec<StoredVersion>> {
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let rows = stmt.query_map(params_from_iter(sql.params.iter()), decode)?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(r?.into_stored()?);
+/// A connection behind a (never contended) lock: rusqlite's `Connection` is not `Sync`,
+/// and the shared operations hold `&dyn Conn` across awaits.
+pub struct Locked(Mutex<Connection>);
+
+impl Locked {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.0.lock().expect("sqlite connection poisoned")
     }
-    Ok(out)
+}
+
+#[async_trait]
+impl Conn for Locked {
+    async fn versions(&self, sql: &Sql) -> Result<Vec<StoredVersion>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql.text)?;
+        let rows = stmt.query_map(params_from_iter(sql.params.iter()), decode)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?.into_stored()?);
+        }
+        Ok(out)
+    }
+
+    async fn texts(&self, sql: &Sql) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql.text)?;
+        let rows = stmt.query_map(params_from_iter(sql.params.iter()), |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn int(&self, sql: &Sql) -> Result<Option<i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql.text)?;
+        let mut rows = stmt.query(params_from_iter(sql.params.iter()))?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    async fn execute(&self, sql: &Sql) -> Result<u64> {
+        let conn = self.conn();
+        Ok(conn.prepare_cached(&sql.text)?.execute(params_from_iter(sql.params.iter()))? as u64)
+    }
 }
 
 /// Query-planner stability: without it SQLite re-prepares a statement after every new
@@ -90,12 +129,36 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 pub struct SqliteStore {
     path: String,
-    writer: Arc<AsyncMutex<Connection>>,
-    readers: Mutex<Vec<Connection>>,
+    writer: Arc<AsyncMutex<Locked>>,
+    readers: Mutex<Vec<Locked>>,
 }
 
 /// Readers kept open for reuse; more are opened on demand under load and dropped after.
 const IDLE_READERS: usize = 8;
+
+/// A reader borrowed from the pool, returned on drop.
+struct Reader<'a> {
+    conn: Option<Locked>,
+    store: &'a SqliteStore,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Locked;
+    fn deref(&self) -> &Locked {
+        self.conn.as_ref().expect("reader present until drop")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let mut pool = self.store.readers.lock().expect("reader pool poisoned");
+        if pool.len() < IDLE_READERS
+            && let Some(c) = self.conn.take()
+        {
+            pool.push(c);
+        }
+    }
+}
 
 impl SqliteStore {
     pub fn open(path: &str) -> Result<Self> {
@@ -111,14 +174,14 @@ impl SqliteStore {
         migrate(&mut writer)?;
         Ok(SqliteStore {
             path: path.to_string(),
-            writer: Arc::new(AsyncMutex::new(writer)),
+            writer: Arc::new(AsyncMutex::new(Locked(Mutex::new(writer)))),
             readers: Mutex::new(Vec::new()),
         })
     }
 
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.readers.lock().expect("reader pool poisoned").pop();
-        let conn = match conn {
+    fn reader(&self) -> Result<Reader<'_>> {
+        let pooled = self.readers.lock().expect("reader pool poisoned").pop();
+        let conn = match pooled {
             Some(c) => c,
             None => {
                 let c = Connection::open_with_flags(
@@ -126,15 +189,10 @@ impl SqliteStore {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )?;
                 configure_reader(&c)?;
-                c
+                Locked(Mutex::new(c))
             }
         };
-        let out = f(&conn);
-        let mut pool = self.readers.lock().expect("reader pool poisoned");
-        if pool.len() < IDLE_READERS {
-            pool.push(conn);
-        }
-        out
+        Ok(Reader { conn: Some(conn), store: self })
     }
 }
 
@@ -154,14 +212,12 @@ impl Store for SqliteStore {
 
     async fn begin(&self) -> Result<Box<dyn StoreTx>> {
         let guard = self.writer.clone().lock_owned().await;
-        guard.execute_batch("BEGIN IMMEDIATE")?;
+        guard.conn().execute_batch("BEGIN IMMEDIATE")?;
         Ok(Box::new(SqliteTx { conn: guard, open: true }))
     }
 
     async fn read(&self, access: &AccessPredicate, resource_type: &str, id: &str) -> Result<Option<StoredVersion>> {
-        let sql = sql::read(access, resource_type, id);
-        let rows = self.with_reader(|c| query_versions(c, &sql))?;
-        Ok(sql::recheck(access, rows).into_iter().next())
+        ops::read(&*self.reader()?, access, resource_type, id).await
     }
 
     async fn vread(
@@ -171,51 +227,30 @@ impl Store for SqliteStore {
         id: &str,
         version: u64,
     ) -> Result<Option<StoredVersion>> {
-        let sql = sql::vread(access, resource_type, id, version);
-        let rows = self.with_reader(|c| query_versions(c, &sql))?;
-        Ok(sql::recheck(access, rows).into_iter().next())
+        ops::vread(&*self.reader()?, access, resource_type, id, version).await
     }
 
     async fn history(&self, access: &AccessPredicate, query: &HistoryQuery) -> Result<Vec<StoredVersion>> {
-        let sql = sql::history(access, query);
-        let rows = self.with_reader(|c| query_versions(c, &sql))?;
-        Ok(sql::recheck(access, rows))
+        ops::history(&*self.reader()?, access, query).await
     }
 
     async fn search(&self, access: &AccessPredicate, query: &SearchQuery, page: Page) -> Result<SearchPage> {
-        let list = sql::search(access, query, page);
-        let count = page.with_total.then(|| sql::search_count(access, query));
-        self.with_reader(|c| {
-            let items = sql::recheck(access, query_versions(c, &list)?);
-            let total = match &count {
-                Some(q) => {
-                    let n: i64 =
-                        c.prepare_cached(&q.text)?.query_row(params_from_iter(q.params.iter()), |r| r.get(0))?;
-                    Some(n as u64)
-                }
-                None => None,
-            };
-            Ok(SearchPage { items, total })
-        })
+        // Page and count on one connection: one read snapshot.
+        let reader = self.reader()?;
+        reader.conn().execute_batch("BEGIN")?;
+        let result = ops::search(&*reader, access, query, page).await;
+        reader.conn().execute_batch("COMMIT")?;
+        result
     }
 
     async fn imported(&self, sha256: &str) -> Result<bool> {
-        self.imported_sync(sha256)
-    }
-}
-
-impl SqliteStore {
-    fn imported_sync(&self, sha256: &str) -> Result<bool> {
-        self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(sql::write::SELECT_IMPORT)?;
-            Ok(stmt.exists([sha256])?)
-        })
+        ops::imported(&*self.reader()?, sha256).await
     }
 }
 
 /// A write transaction holding the single write connection.
 pub struct SqliteTx {
-    conn: OwnedMutexGuard<Connection>,
+    conn: OwnedMutexGuard<Locked>,
     open: bool,
 }
 
@@ -223,7 +258,7 @@ impl Drop for SqliteTx {
     fn drop(&mut self) {
         if self.open {
             // Not committed (an error, or the request was abandoned): undo everything.
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            if let Err(e) = self.conn.conn().execute_batch("ROLLBACK") {
                 tracing::error!(error = %e, "sqlite rollback failed");
             }
         }
@@ -233,69 +268,24 @@ impl Drop for SqliteTx {
 #[async_trait]
 impl StoreTx for SqliteTx {
     async fn current(&mut self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>> {
-        let sql = sql::read(&AccessPredicate::AllowAll, resource_type, id);
-        Ok(query_versions(&self.conn, &sql)?.into_iter().next())
+        // BEGIN IMMEDIATE already holds the database's write lock.
+        ops::read(&*self.conn, &AccessPredicate::AllowAll, resource_type, id).await
     }
 
     async fn write_version(&mut self, v: NewVersion) -> Result<()> {
-        let conn = &*self.conn;
-        let key = v.index.compartment_key().map(str::to_string);
-        let pk: i64 = conn.prepare_cached(sql::write::UPSERT_RESOURCE)?.query_row(
-            rusqlite::params![
-                v.resource_type,
-                v.id,
-                v.version as i64,
-                v.last_updated.millis,
-                v.body.is_none() as i64,
-                key
-            ],
-            |r| r.get(0),
-        )?;
-        conn.prepare_cached(sql::write::INSERT_VERSION)?.execute(rusqlite::params![
-            pk,
-            v.resource_type,
-            v.id,
-            v.version as i64,
-            v.last_updated.millis,
-            v.method.as_str(),
-            v.body,
-            sql::join_compartments(&v.index.compartments),
-            key,
-        ])?;
-        conn.prepare_cached(sql::write::DELETE_TOKENS)?.execute([pk])?;
-        if v.body.is_some() {
-            let mut ins = conn.prepare_cached(sql::write::INSERT_TOKEN)?;
-            for t in &v.index.tokens {
-                ins.execute(rusqlite::params![pk, v.resource_type, t.param, t.system, t.code, key])?;
-            }
-        }
-        let mut ins = conn.prepare_cached(sql::write::INSERT_COMPARTMENT)?;
-        for p in &v.index.compartments {
-            ins.execute(rusqlite::params![p, pk, v.version as i64])?;
-        }
-        Ok(())
+        ops::write_version(&*self.conn, v).await
     }
 
     async fn find_ids(&mut self, access: &AccessPredicate, query: &SearchQuery, limit: usize) -> Result<Vec<String>> {
-        let sql = sql::find_ids(access, query, limit);
-        let mut stmt = self.conn.prepare_cached(&sql.text)?;
-        let ids =
-            stmt.query_map(params_from_iter(sql.params.iter()), |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        Ok(ids)
+        ops::find_ids(&*self.conn, access, query, limit).await
     }
 
     async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()> {
-        self.conn.prepare_cached(sql::write::INSERT_IMPORT)?.execute(rusqlite::params![
-            sha256,
-            name,
-            resources as i64,
-            bastion_fhir::primitives::Instant::now().millis
-        ])?;
-        Ok(())
+        ops::record_import(&*self.conn, sha256, name, resources).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        self.conn.execute_batch("COMMIT")?;
+        self.conn.conn().execute_batch("COMMIT")?;
         self.open = false;
         Ok(())
     }

@@ -1,0 +1,143 @@
+//! Every store operation, written once over [`Conn`]: a backend only knows how to run one
+//! bound statement. The SQL comes from [`crate::sql`]; the access predicate is compiled
+//! into it and re-checked on every row that comes back.
+
+use async_trait::async_trait;
+use bastion_search::{AccessPredicate, SearchQuery};
+
+use crate::sql::{self, Sql, SqlValue};
+use crate::{HistoryQuery, NewVersion, Page, Result, SearchPage, StoredVersion};
+
+/// One connection (or transaction) of a backend.
+#[async_trait]
+pub(crate) trait Conn: Send + Sync {
+    /// Rows of [`sql::VERSION_COLUMNS`].
+    async fn versions(&self, sql: &Sql) -> Result<Vec<StoredVersion>>;
+    /// The first column of every row, as text.
+    async fn texts(&self, sql: &Sql) -> Result<Vec<String>>;
+    /// The first column of the first row, as an integer.
+    async fn int(&self, sql: &Sql) -> Result<Option<i64>>;
+    async fn execute(&self, sql: &Sql) -> Result<u64>;
+}
+
+fn stmt(text: &str, params: Vec<SqlValue>) -> Sql {
+    Sql { text: text.to_string(), params }
+}
+
+pub(crate) async fn read(
+    c: &dyn Conn,
+    access: &AccessPredicate,
+    rtype: &str,
+    id: &str,
+) -> Result<Option<StoredVersion>> {
+    Ok(sql::recheck(access, c.versions(&sql::read(access, rtype, id)).await?).into_iter().next())
+}
+
+pub(crate) async fn vread(
+    c: &dyn Conn,
+    access: &AccessPredicate,
+    rtype: &str,
+    id: &str,
+    version: u64,
+) -> Result<Option<StoredVersion>> {
+    Ok(sql::recheck(access, c.versions(&sql::vread(access, rtype, id, version)).await?).into_iter().next())
+}
+
+pub(crate) async fn history(c: &dyn Conn, access: &AccessPredicate, q: &HistoryQuery) -> Result<Vec<StoredVersion>> {
+    Ok(sql::recheck(access, c.versions(&sql::history(access, q)).await?))
+}
+
+pub(crate) async fn search(c: &dyn Conn, access: &AccessPredicate, q: &SearchQuery, page: Page) -> Result<SearchPage> {
+    let items = sql::recheck(access, c.versions(&sql::search(access, q, page)).await?);
+    let total = match page.with_total {
+        true => Some(c.int(&sql::search_count(access, q)).await?.unwrap_or(0) as u64),
+        false => None,
+    };
+    Ok(SearchPage { items, total })
+}
+
+pub(crate) async fn imported(c: &dyn Conn, sha256: &str) -> Result<bool> {
+    Ok(c.int(&stmt(sql::write::SELECT_IMPORT, vec![SqlValue::Text(sha256.into())])).await?.is_some())
+}
+
+pub(crate) async fn find_ids(
+    c: &dyn Conn,
+    access: &AccessPredicate,
+    q: &SearchQuery,
+    limit: usize,
+) -> Result<Vec<String>> {
+    c.texts(&sql::find_ids(access, q, limit)).await
+}
+
+pub(crate) async fn record_import(c: &dyn Conn, sha256: &str, name: &str, resources: u64) -> Result<()> {
+    let now = bastion_fhir::primitives::Instant::now().millis;
+    c.execute(&stmt(
+        sql::write::INSERT_IMPORT,
+        vec![
+            SqlValue::Text(sha256.into()),
+            SqlValue::Text(name.into()),
+            SqlValue::Int(resources as i64),
+            SqlValue::Int(now),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Writes a version, makes it current, and replaces the resource's index rows.
+pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
+    let key = SqlValue::OptText(v.index.compartment_key().map(str::to_string));
+    let text = |s: &str| SqlValue::Text(s.to_string());
+    let version = SqlValue::Int(v.version as i64);
+    let pk = c
+        .int(&stmt(
+            sql::write::UPSERT_RESOURCE,
+            vec![
+                text(&v.resource_type),
+                text(&v.id),
+                version.clone(),
+                SqlValue::Int(v.last_updated.millis),
+                SqlValue::Int(v.body.is_none() as i64),
+                key.clone(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| crate::StoreError::Corrupt("upsert returned no key".into()))?;
+    let is_tombstone = v.body.is_none();
+    c.execute(&stmt(
+        sql::write::INSERT_VERSION,
+        vec![
+            SqlValue::Int(pk),
+            text(&v.resource_type),
+            text(&v.id),
+            version.clone(),
+            SqlValue::Int(v.last_updated.millis),
+            text(v.method.as_str()),
+            SqlValue::OptBlob(v.body),
+            text(&sql::join_compartments(&v.index.compartments)),
+            key.clone(),
+        ],
+    ))
+    .await?;
+    c.execute(&stmt(sql::write::DELETE_TOKENS, vec![SqlValue::Int(pk)])).await?;
+    if !is_tombstone {
+        for t in &v.index.tokens {
+            c.execute(&stmt(
+                sql::write::INSERT_TOKEN,
+                vec![
+                    SqlValue::Int(pk),
+                    text(&v.resource_type),
+                    text(&t.param),
+                    SqlValue::OptText(t.system.clone()),
+                    text(&t.code),
+                    key.clone(),
+                ],
+            ))
+            .await?;
+        }
+    }
+    for p in &v.index.compartments {
+        c.execute(&stmt(sql::write::INSERT_COMPARTMENT, vec![text(p), SqlValue::Int(pk), version.clone()])).await?;
+    }
+    Ok(())
+}
