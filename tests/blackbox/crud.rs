@@ -3,6 +3,16 @@
 use crate::both_backends;
 use crate::harness::*;
 
+async fn json_patch(srv: &Server, path: &str, patch: &Value) -> reqwest::Response {
+    srv.client
+        .patch(srv.url(path))
+        .header("Content-Type", "application/json-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 fn patient(family: &str) -> Value {
     json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Ann"]}], "gender": "female", "birthDate": "1980-05-17"})
 }
@@ -85,74 +95,38 @@ both_backends!(if_match_stale_version_is_412_and_changes_nothing, |srv| {
     srv.put(&format!("Patient/{id}"), &v1).await; // now version 2
     let mut stale = v1.clone();
     stale["name"][0]["family"] = json!("Lost update");
-    let r = srv
-        .client
-        .put(srv.url(&format!("Patient/{id}")))
-        .header("Content-Type", "application/fhir+json")
-        .header("If-Match", "W/\"1\"")
-        .body(stale.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_with("PUT", &format!("Patient/{id}"), Some(&stale), &[("If-Match", "W/\"1\"")]).await;
     assert_outcome(r, StatusCode::PRECONDITION_FAILED).await;
     let now = body(srv.get(&format!("Patient/{id}")).await).await;
     assert_eq!(now["meta"]["versionId"], "2");
     assert_eq!(now["name"][0]["family"], "Match");
     // the current version matches
-    let r = srv
-        .client
-        .put(srv.url(&format!("Patient/{id}")))
-        .header("Content-Type", "application/fhir+json")
-        .header("If-Match", "W/\"2\"")
-        .body(stale.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_with("PUT", &format!("Patient/{id}"), Some(&stale), &[("If-Match", "W/\"2\"")]).await;
     assert_eq!(r.status(), StatusCode::OK);
 });
 
 both_backends!(if_none_match_and_if_modified_since_give_304, |srv| {
     let v1 = srv.create(&patient("Cache")).await;
     let id = v1["id"].as_str().unwrap();
-    let r = srv.client.get(srv.url(&format!("Patient/{id}"))).header("If-None-Match", "W/\"1\"").send().await.unwrap();
+    let r = srv.send_with("GET", &format!("Patient/{id}"), None, &[("If-None-Match", "W/\"1\"")]).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-    let r = srv.client.get(srv.url(&format!("Patient/{id}"))).header("If-None-Match", "W/\"9\"").send().await.unwrap();
+    let r = srv.send_with("GET", &format!("Patient/{id}"), None, &[("If-None-Match", "W/\"9\"")]).await;
     assert_eq!(r.status(), StatusCode::OK);
     let lm = r.headers()["last-modified"].to_str().unwrap().to_string();
-    let r = srv.client.get(srv.url(&format!("Patient/{id}"))).header("If-Modified-Since", lm).send().await.unwrap();
+    let r = srv.send_with("GET", &format!("Patient/{id}"), None, &[("If-Modified-Since", &lm)]).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     let r = srv
-        .client
-        .get(srv.url(&format!("Patient/{id}")))
-        .header("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")
-        .send()
-        .await
-        .unwrap();
+        .send_with("GET", &format!("Patient/{id}"), None, &[("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")])
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
 });
 
 both_backends!(prefer_return_minimal_and_operation_outcome, |srv| {
-    let r = srv
-        .client
-        .post(srv.url("Patient"))
-        .header("Content-Type", "application/fhir+json")
-        .header("Prefer", "return=minimal")
-        .body(patient("Min").to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_with("POST", "Patient", Some(&patient("Min")), &[("Prefer", "return=minimal")]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert!(r.headers().contains_key("location"));
     assert!(r.text().await.unwrap().is_empty());
-    let r = srv
-        .client
-        .post(srv.url("Patient"))
-        .header("Content-Type", "application/fhir+json")
-        .header("Prefer", "return=OperationOutcome")
-        .body(patient("OO").to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_with("POST", "Patient", Some(&patient("OO")), &[("Prefer", "return=OperationOutcome")]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(body(r).await["resourceType"], "OperationOutcome");
 });
@@ -161,14 +135,7 @@ both_backends!(json_patch_creates_a_new_version, |srv| {
     let v1 = srv.create(&patient("Patch")).await;
     let id = v1["id"].as_str().unwrap();
     let patch = json!([{"op": "replace", "path": "/name/0/family", "value": "Patched"}, {"op": "add", "path": "/active", "value": true}]);
-    let r = srv
-        .client
-        .patch(srv.url(&format!("Patient/{id}")))
-        .header("Content-Type", "application/json-patch+json")
-        .body(patch.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = json_patch(&srv, &format!("Patient/{id}"), &patch).await;
     assert_eq!(r.status(), StatusCode::OK);
     let v2 = body(r).await;
     assert_eq!(v2["meta"]["versionId"], "2");
@@ -182,14 +149,7 @@ both_backends!(json_patch_making_the_resource_invalid_is_422, |srv| {
     let v1 = srv.create(&patient("Patch")).await;
     let id = v1["id"].as_str().unwrap();
     let patch = json!([{"op": "add", "path": "/birthDate", "value": "not-a-date"}]);
-    let r = srv
-        .client
-        .patch(srv.url(&format!("Patient/{id}")))
-        .header("Content-Type", "application/json-patch+json")
-        .body(patch.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = json_patch(&srv, &format!("Patient/{id}"), &patch).await;
     assert_outcome(r, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(body(srv.get(&format!("Patient/{id}")).await).await["meta"]["versionId"], "1");
 });
@@ -227,7 +187,7 @@ both_backends!(format_parameter_and_content_types, |srv| {
     assert_eq!(srv.get("metadata?_format=json").await.status(), StatusCode::OK);
     assert_eq!(srv.get("metadata?_format=application/fhir%2Bjson").await.status(), StatusCode::OK);
     assert_outcome(srv.get("metadata?_format=xml").await, StatusCode::NOT_ACCEPTABLE).await;
-    let r = srv.client.get(srv.url("metadata")).header("Accept", "application/fhir+xml").send().await.unwrap();
+    let r = srv.send_with("GET", "metadata", None, &[("Accept", "application/fhir+xml")]).await;
     assert_outcome(r, StatusCode::NOT_ACCEPTABLE).await;
     // application/json is accepted for writes too
     let r = srv

@@ -166,6 +166,24 @@ impl Server {
             .unwrap()
     }
 
+    /// A request with a FHIR JSON body (if any) and extra headers.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut r = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/fhir+json").body(b.to_string());
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().await.unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.send("POST", path, body).await
     }

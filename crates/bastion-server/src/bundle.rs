@@ -268,14 +268,7 @@ async fn batch(engine: &Engine, ctx: &RequestContext, entries: &[Value]) -> Resu
             Err(e) => render_error(&mut w, &e),
         }
     }
-    Ok(Reply {
-        status: StatusCode::OK,
-        body: ReplyBody::Raw(w.finish()),
-        version: None,
-        last_modified: None,
-        location: None,
-        is_write_result: false,
-    })
+    Ok(Reply::raw(StatusCode::OK, w.finish()))
 }
 
 /// A GET/HEAD entry of a transaction, run once the writes have landed.
@@ -300,14 +293,7 @@ async fn transaction(engine: &Engine, ctx: &RequestContext, entries: &[Value]) -
     for r in replies.into_iter().flatten() {
         render(&mut w, r);
     }
-    Ok(Reply {
-        status: StatusCode::OK,
-        body: ReplyBody::Raw(w.finish()),
-        version: None,
-        last_modified: None,
-        location: None,
-        is_write_result: false,
-    })
+    Ok(Reply::raw(StatusCode::OK, w.finish()))
 }
 
 /// Applies the writes of a transaction inside `tx` (not committed here) and returns the

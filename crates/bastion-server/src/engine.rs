@@ -65,7 +65,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn raw(status: StatusCode, bytes: Vec<u8>) -> Self {
+    pub(crate) fn raw(status: StatusCode, bytes: Vec<u8>) -> Self {
         Reply {
             status,
             body: ReplyBody::Raw(bytes),
@@ -329,14 +329,6 @@ impl Engine {
                 let Some(bytes) = &current.body else {
                     return Err(ApiError::Gone { resource_type, id, version: current.version });
                 };
-                if let Some(expected) = if_match
-                    && expected != current.version
-                {
-                    return Err(ApiError::PreconditionFailed(format!(
-                        "If-Match version {expected} does not match the current version {}",
-                        current.version
-                    )));
-                }
                 let mut doc: Value = serde_json::from_slice(bytes)
                     .map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
                 let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
@@ -360,7 +352,9 @@ impl Engine {
                     ApiError::BadRequest(issues) => ApiError::Unprocessable(issues),
                     other => other,
                 })?;
-                self.update_checked(tx, &resource_type, &id, doc, Some(current.version), Method::Patch).await
+                // The client's If-Match if any, else the version patched: a concurrent change fails.
+                self.update_checked(tx, &resource_type, &id, doc, if_match.or(Some(current.version)), Method::Patch)
+                    .await
             }
             Interaction::Delete { resource_type, target } => {
                 let ids = match target {
