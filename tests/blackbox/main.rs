@@ -10,4 +10,5 @@ mod conditional;
 mod crud;
 mod history;
 mod import;
+mod search;
 mod transaction;

@@ -144,3 +144,76 @@ mod tests {
         assert_eq!(Instant::parse_http_date("garbage"), None);
     }
 }
+
+/// The span of time a FHIR `date`, `dateTime` or `instant` denotes at its precision, as
+/// inclusive milliseconds since the epoch: `2020` is the whole year, `2020-03-04T10:00:00Z`
+/// is that second. A dateTime without a zone is taken as UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateRange {
+    pub low: i64,
+    pub high: i64,
+}
+
+impl DateRange {
+    pub fn parse(s: &str) -> Option<DateRange> {
+        use time::{Date, Month, PrimitiveDateTime, Time};
+        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        let ymd = |y: i32, m: u8, d: u8| Date::from_calendar_date(y, Month::try_from(m).ok()?, d).ok();
+        let start = |d: Date| ms(PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc());
+        let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+        if !s.contains('T') {
+            let parts: Vec<&str> = s.split('-').collect();
+            return match parts.as_slice() {
+                [y] if digits(y, 4) => {
+                    let y: i32 = y.parse().ok()?;
+                    Some(DateRange { low: start(ymd(y, 1, 1)?), high: start(ymd(y + 1, 1, 1)?) - 1 })
+                }
+                [y, m] if digits(y, 4) && digits(m, 2) => {
+                    let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
+                    let next = if m == 12 { ymd(y + 1, 1, 1)? } else { ymd(y, m + 1, 1)? };
+                    Some(DateRange { low: start(ymd(y, m, 1)?), high: start(next) - 1 })
+                }
+                [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2) => {
+                    let day = ymd(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)?;
+                    Some(DateRange { low: start(day), high: start(day.next_day()?) - 1 })
+                }
+                _ => None,
+            };
+        }
+        // A time: with a zone as given, or UTC when none.
+        if s.len() < 19 || !s.is_char_boundary(10) || !s.is_char_boundary(11) {
+            return None;
+        }
+        let has_zone = s.ends_with('Z') || s[10..].contains('+') || s[11..].contains('-');
+        let full = if has_zone { s.to_string() } else { format!("{s}Z") };
+        let t = OffsetDateTime::parse(&full, &Rfc3339).ok()?;
+        let low = ms(t);
+        let has_fraction = s.contains('.');
+        Some(DateRange { low, high: if has_fraction { low } else { low + 999 } })
+    }
+}
+
+#[cfg(test)]
+mod date_range_tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_precision() {
+        let y = DateRange::parse("2020").unwrap();
+        assert_eq!(Instant::from_millis(y.low).to_fhir(), "2020-01-01T00:00:00.000Z");
+        assert_eq!(Instant::from_millis(y.high).to_fhir(), "2020-12-31T23:59:59.999Z");
+        let m = DateRange::parse("2020-02").unwrap();
+        assert_eq!(Instant::from_millis(m.high).to_fhir(), "2020-02-29T23:59:59.999Z");
+        let d = DateRange::parse("2020-12-31").unwrap();
+        assert_eq!(Instant::from_millis(d.high).to_fhir(), "2020-12-31T23:59:59.999Z");
+        let t = DateRange::parse("2020-03-04T10:00:00+01:00").unwrap();
+        assert_eq!(Instant::from_millis(t.low).to_fhir(), "2020-03-04T09:00:00.000Z");
+        assert_eq!(t.high - t.low, 999);
+        let f = DateRange::parse("2020-03-04T10:00:00.250Z").unwrap();
+        assert_eq!(f.low, f.high);
+        assert!(DateRange::parse("2020-13").is_none());
+        assert!(DateRange::parse("2020-02-30").is_none());
+        assert!(DateRange::parse("20-01-01").is_none());
+        assert!(DateRange::parse("2020-01-01T25:00:00Z").is_none());
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! Two things come out of a resource here: its memberships in patient compartments (from
 //! the R4 Patient CompartmentDefinition and nothing else, so that a reference such as
-//! `Observation.focus` never makes data visible to a patient), and the token rows that
-//! token searches match against.
+//! `Observation.focus` never makes data visible to a patient), and the token, string, date
+//! and reference rows that searches match against.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -21,12 +21,43 @@ pub struct TokenRow {
     pub code: String,
 }
 
+/// One row of the string index: the value as written, and normalised for the default
+/// (case- and accent-insensitive, starts-with) match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StringRow {
+    pub param: String,
+    pub normalized: String,
+    pub exact: String,
+}
+
+/// One row of the date index: the span the value denotes, inclusive milliseconds; an open
+/// end of a Period is `i64::MIN` / `i64::MAX`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DateRow {
+    pub param: String,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// One row of the reference index: `Type/id` split for relative references, the whole
+/// string otherwise (absolute URLs, canonicals, `#contained`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReferenceRow {
+    pub param: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub url: String,
+}
+
 /// Everything the store writes beside a resource version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexRows {
     /// Ids of every patient whose compartment holds this resource (sorted, unique).
     pub compartments: Vec<String>,
     pub tokens: Vec<TokenRow>,
+    pub strings: Vec<StringRow>,
+    pub dates: Vec<DateRow>,
+    pub references: Vec<ReferenceRow>,
 }
 
 impl IndexRows {
@@ -49,7 +80,8 @@ struct IndexPlan {
     /// The resource is in its own compartment (Patient).
     own_compartment: bool,
     compartment_paths: Vec<SimplePath>,
-    token_paths: Vec<(String, SimplePath)>,
+    /// (code, type, path) of every token, string, date and reference parameter.
+    paths: Vec<(String, SearchParamType, SimplePath)>,
 }
 
 fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
@@ -66,10 +98,19 @@ fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
             .filter_map(|code| definitions::search_param(resource_type, code))
             .filter_map(|p| p.expression.as_deref().and_then(SimplePath::parse))
             .collect(),
-        token_paths: definitions::search_params(resource_type)
+        paths: definitions::search_params(resource_type)
             .into_iter()
-            .filter(|p| p.kind == SearchParamType::Token && p.code != "_id")
-            .filter_map(|p| Some((p.code.clone(), p.expression.as_deref().and_then(SimplePath::parse)?)))
+            .filter(|p| {
+                matches!(
+                    p.kind,
+                    SearchParamType::Token
+                        | SearchParamType::String
+                        | SearchParamType::Date
+                        | SearchParamType::Reference
+                ) && p.code != "_id"
+                    && p.code != "_lastUpdated"
+            })
+            .filter_map(|p| Some((p.code.clone(), p.kind, p.expression.as_deref().and_then(SimplePath::parse)?)))
             .collect(),
     });
     plans.write().expect("index plans poisoned").insert(resource_type.to_string(), plan.clone());
@@ -125,18 +166,109 @@ fn token_rows_of(param: &str, v: &Value, out: &mut Vec<TokenRow>) {
     }
 }
 
+/// Lower case, accents removed (NFD without combining marks): the form the default string
+/// search compares.
+pub fn normalize_string(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfd().filter(|c| !unicode_normalization::char::is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+}
+
+/// Every string inside a value: a plain string, or the parts of a HumanName, Address and
+/// other complex types (not their codes, systems, periods or extensions).
+fn string_leaves<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|i| string_leaves(i, out)),
+        Value::Object(o) => {
+            for (k, child) in o {
+                if !matches!(k.as_str(), "extension" | "id" | "use" | "system" | "period" | "url" | "type" | "code") {
+                    string_leaves(child, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn date_rows_of(param: &str, v: &Value, out: &mut Vec<DateRow>) {
+    let row = |low, high| DateRow { param: param.to_string(), low, high };
+    match v {
+        Value::String(s) => {
+            if let Some(r) = bastion_fhir::primitives::DateRange::parse(s) {
+                out.push(row(r.low, r.high));
+            }
+        }
+        Value::Object(o) => {
+            // Period
+            let start = o.get("start").and_then(Value::as_str).and_then(bastion_fhir::primitives::DateRange::parse);
+            let end = o.get("end").and_then(Value::as_str).and_then(bastion_fhir::primitives::DateRange::parse);
+            if start.is_some() || end.is_some() {
+                out.push(row(start.map_or(i64::MIN, |r| r.low), end.map_or(i64::MAX, |r| r.high)));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn reference_rows_of(param: &str, v: &Value, out: &mut Vec<ReferenceRow>) {
+    let reference = match v {
+        Value::Object(o) => o.get("reference").and_then(Value::as_str),
+        // canonical / uri targets
+        Value::String(s) => Some(s.as_str()),
+        _ => None,
+    };
+    let Some(r) = reference else { return };
+    let mut parts = r.split('/');
+    let (t, id) = (parts.next(), parts.next());
+    let relative = match (t, id) {
+        (Some(t), Some(id)) if definitions::is_resource_type(t) && bastion_fhir::primitives::is_valid_id(id) => {
+            Some((t.to_string(), id.to_string()))
+        }
+        _ => None,
+    };
+    out.push(ReferenceRow {
+        param: param.to_string(),
+        target_type: relative.as_ref().map(|(t, _)| t.clone()),
+        target_id: relative.map(|(_, i)| i),
+        url: r.to_string(),
+    });
+}
+
 /// Every index row for a resource (which must carry its final `id`).
 pub fn extract_index(resource: &Value) -> IndexRows {
     let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
-    let mut tokens = Vec::new();
-    for (code, path) in &plan_for(rtype).token_paths {
+    let mut rows = IndexRows::default();
+    for (code, kind, path) in &plan_for(rtype).paths {
         for v in path.select(resource) {
-            token_rows_of(code, v, &mut tokens);
+            match kind {
+                SearchParamType::Token => token_rows_of(code, v, &mut rows.tokens),
+                SearchParamType::String => {
+                    let mut leaves = Vec::new();
+                    string_leaves(v, &mut leaves);
+                    for s in leaves {
+                        rows.strings.push(StringRow {
+                            param: code.clone(),
+                            normalized: normalize_string(s),
+                            exact: s.to_string(),
+                        });
+                    }
+                }
+                SearchParamType::Date => date_rows_of(code, v, &mut rows.dates),
+                SearchParamType::Reference => reference_rows_of(code, v, &mut rows.references),
+                _ => {}
+            }
         }
     }
-    tokens.sort();
-    tokens.dedup();
-    IndexRows { compartments: patient_compartments(resource), tokens }
+    rows.tokens.sort();
+    rows.tokens.dedup();
+    rows.strings.sort();
+    rows.strings.dedup();
+    rows.dates.sort();
+    rows.dates.dedup();
+    rows.references.sort();
+    rows.references.dedup();
+    rows.compartments = patient_compartments(resource);
+    rows
 }
 
 #[cfg(test)]
@@ -175,6 +307,23 @@ mod tests {
                 .any(|t| t.param == "identifier" && t.system.as_deref() == Some("urn:mrn") && t.code == "123")
         );
         assert!(rows.tokens.iter().any(|t| t.param == "gender" && t.code == "female"));
+    }
+
+    #[test]
+    fn strings_dates_and_references() {
+        let p = json!({"resourceType":"Patient","id":"p1","name":[{"family":"Müller","given":["Zoë"],"use":"official"}],
+            "birthDate":"1980-05", "generalPractitioner":[{"reference":"Practitioner/dr1"}]});
+        let rows = extract_index(&p);
+        assert!(rows.strings.iter().any(|s| s.param == "family" && s.normalized == "muller" && s.exact == "Müller"));
+        assert!(rows.strings.iter().any(|s| s.param == "name" && s.normalized == "zoe"));
+        assert!(!rows.strings.iter().any(|s| s.exact == "official"), "codes are not strings");
+        let b = rows.dates.iter().find(|d| d.param == "birthdate").unwrap();
+        assert_eq!(bastion_fhir::primitives::Instant::from_millis(b.low).to_fhir(), "1980-05-01T00:00:00.000Z");
+        let r = rows.references.iter().find(|r| r.param == "general-practitioner").unwrap();
+        assert_eq!((r.target_type.as_deref(), r.target_id.as_deref()), (Some("Practitioner"), Some("dr1")));
+        let e = json!({"resourceType":"Encounter","id":"e","status":"finished","class":{"code":"AMB"},"period":{"start":"2020-01-01"}});
+        let d = extract_index(&e).dates.into_iter().find(|d| d.param == "date").unwrap();
+        assert_eq!(d.high, i64::MAX, "an open Period ends never");
     }
 
     #[test]

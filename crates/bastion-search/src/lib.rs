@@ -15,5 +15,5 @@ pub mod path;
 pub mod query;
 
 pub use access::AccessPredicate;
-pub use index::{IndexRows, TokenRow, extract_index};
+pub use index::{DateRow, IndexRows, ReferenceRow, StringRow, TokenRow, extract_index};
 pub use query::{Clause, SearchError, SearchQuery, TokenValue};

@@ -46,7 +46,126 @@ pub struct TokenValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Clause {
     Id(Vec<String>),
-    Token { param: String, values: Vec<TokenValue> },
+    Token {
+        param: String,
+        values: Vec<TokenValue>,
+    },
+    String {
+        param: String,
+        mode: StringMode,
+        values: Vec<String>,
+    },
+    Date {
+        param: String,
+        values: Vec<DateValue>,
+    },
+    /// `_lastUpdated`, matched against the version's own timestamp.
+    LastUpdated(Vec<DateValue>),
+    Reference {
+        param: String,
+        values: Vec<ReferenceValue>,
+    },
+    /// `:missing=true` (`missing`) or `:missing=false`.
+    Missing {
+        param: String,
+        kind: SearchParamType,
+        missing: bool,
+    },
+}
+
+/// How a string parameter matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMode {
+    /// Default: the normalised value starts with the normalised search text.
+    StartsWith,
+    /// `:exact`: equal, case and accents included.
+    Exact,
+    /// `:contains`: the normalised value contains the normalised search text.
+    Contains,
+}
+
+/// Date search prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatePrefix {
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    Sa,
+    Eb,
+    Ap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateValue {
+    pub prefix: DatePrefix,
+    pub range: bastion_fhir::primitives::DateRange,
+}
+
+/// One alternative of a reference parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceValue {
+    /// `Type/id`, or `id` with the `:Type` modifier.
+    Typed { resource_type: String, id: String },
+    /// A bare `id`: any target type.
+    Id(String),
+    /// An absolute URL or canonical, matched as written.
+    Url(String),
+}
+
+fn parse_date(param: &str, raw: &str) -> Result<DateValue, SearchError> {
+    let prefixes = [
+        ("eq", DatePrefix::Eq),
+        ("ne", DatePrefix::Ne),
+        ("gt", DatePrefix::Gt),
+        ("lt", DatePrefix::Lt),
+        ("ge", DatePrefix::Ge),
+        ("le", DatePrefix::Le),
+        ("sa", DatePrefix::Sa),
+        ("eb", DatePrefix::Eb),
+        ("ap", DatePrefix::Ap),
+    ];
+    let (prefix, rest) =
+        prefixes.iter().find_map(|(p, v)| raw.strip_prefix(p).map(|r| (*v, r))).unwrap_or((DatePrefix::Eq, raw));
+    let range = bastion_fhir::primitives::DateRange::parse(rest).ok_or_else(|| SearchError::InvalidValue {
+        param: param.into(),
+        reason: format!("'{raw}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime, after an optional prefix eq ne gt lt ge le sa eb ap)"),
+    })?;
+    Ok(DateValue { prefix, range })
+}
+
+fn parse_reference(
+    param: &str,
+    raw: &str,
+    type_modifier: Option<&str>,
+    targets: &[String],
+) -> Result<ReferenceValue, SearchError> {
+    let invalid = |reason: &str| SearchError::InvalidValue { param: param.into(), reason: reason.into() };
+    if raw.contains("://") || raw.starts_with("urn:") {
+        return Ok(ReferenceValue::Url(raw.to_string()));
+    }
+    let parts: Vec<&str> = raw.split('/').collect();
+    let (t, id): (Option<&str>, &str) = match (parts.as_slice(), type_modifier) {
+        ([id], Some(t)) => (Some(t), id),
+        ([id], None) => (None, id),
+        ([t, id], None) => (Some(t), id),
+        ([t, id], Some(m)) if *t == m => (Some(t), id),
+        ([t, id, "_history", _], None) => (Some(t), id),
+        _ => return Err(invalid("a reference is id, Type/id or an absolute URL")),
+    };
+    if !bastion_fhir::primitives::is_valid_id(id) {
+        return Err(invalid("not a valid id"));
+    }
+    match t {
+        Some(t) if !definitions::is_resource_type(t) => Err(invalid("unknown resource type")),
+        Some(t) if !targets.is_empty() && !targets.iter().any(|x| x == t || x == "Resource") => {
+            Err(invalid("this parameter cannot refer to that resource type"))
+        }
+        Some(t) => Ok(ReferenceValue::Typed { resource_type: t.to_string(), id: id.to_string() }),
+        None => Ok(ReferenceValue::Id(id.to_string())),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,14 +252,39 @@ impl SearchQuery {
                 resource_type: resource_type.into(),
                 param: code.into(),
             })?;
-            if let Some(m) = modifier {
-                return Err(SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() });
-            }
             let alternatives = split_escaped(value, ',');
             if alternatives.iter().any(String::is_empty) {
                 return Err(SearchError::InvalidValue { param: code.into(), reason: "empty value".into() });
             }
+            let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
+            if modifier == Some("missing") {
+                let missing = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(SearchError::InvalidValue {
+                            param: code.into(),
+                            reason: ":missing takes true or false".into(),
+                        });
+                    }
+                };
+                if !matches!(
+                    def.kind,
+                    SearchParamType::Token
+                        | SearchParamType::String
+                        | SearchParamType::Date
+                        | SearchParamType::Reference
+                ) || code.starts_with('_')
+                {
+                    return Err(unsupported("missing"));
+                }
+                clauses.push(Clause::Missing { param: code.into(), kind: def.kind, missing });
+                continue;
+            }
             if code == "_id" {
+                if let Some(m) = modifier {
+                    return Err(unsupported(m));
+                }
                 let ids: Vec<String> = alternatives.iter().map(|a| unescape(a)).collect();
                 if let Some(bad) = ids.iter().find(|i| !bastion_fhir::primitives::is_valid_id(i)) {
                     return Err(SearchError::InvalidValue {
@@ -151,11 +295,51 @@ impl SearchQuery {
                 clauses.push(Clause::Id(ids));
                 continue;
             }
-            if def.kind != SearchParamType::Token {
-                return Err(SearchError::UnsupportedParameter { param: code.into() });
+            match (def.kind, modifier) {
+                (SearchParamType::Token, None) => {
+                    let values = alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>()?;
+                    clauses.push(Clause::Token { param: code.into(), values });
+                }
+                (SearchParamType::String, m @ (None | Some("exact") | Some("contains"))) => {
+                    let mode = match m {
+                        Some("exact") => StringMode::Exact,
+                        Some("contains") => StringMode::Contains,
+                        _ => StringMode::StartsWith,
+                    };
+                    let values = alternatives
+                        .iter()
+                        .map(|a| {
+                            let v = unescape(a);
+                            if mode == StringMode::Exact { v } else { crate::index::normalize_string(&v) }
+                        })
+                        .collect();
+                    clauses.push(Clause::String { param: code.into(), mode, values });
+                }
+                (SearchParamType::Date, None) => {
+                    let values = alternatives.iter().map(|a| parse_date(code, a)).collect::<Result<Vec<_>, _>>()?;
+                    if code == "_lastUpdated" {
+                        clauses.push(Clause::LastUpdated(values));
+                    } else {
+                        clauses.push(Clause::Date { param: code.into(), values });
+                    }
+                }
+                (SearchParamType::Reference, m) => {
+                    if let Some(t) = m
+                        && !definitions::is_resource_type(t)
+                    {
+                        return Err(unsupported(t));
+                    }
+                    let values = alternatives
+                        .iter()
+                        .map(|a| parse_reference(code, &unescape(a), m, &def.targets))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    clauses.push(Clause::Reference { param: code.into(), values });
+                }
+                (SearchParamType::Token | SearchParamType::String | SearchParamType::Date, Some(m)) => {
+                    return Err(unsupported(m));
+                }
+                _ => return Err(SearchError::UnsupportedParameter { param: code.into() }),
             }
-            let values = alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>()?;
-            clauses.push(Clause::Token { param: code.into(), values });
         }
         Ok(SearchQuery { resource_type: resource_type.into(), clauses })
     }

@@ -5,9 +5,19 @@
 use bastion_fhir::definitions::{self, SearchParamType};
 use serde_json::{Value, json};
 
-/// Search parameter types the query parser implements today.
-fn supported(kind: SearchParamType, code: &str) -> bool {
-    kind == SearchParamType::Token || code == "_id"
+/// Search parameters the query parser and the indexer implement today: `_id`,
+/// `_lastUpdated`, and token, string, date and reference parameters whose expression the
+/// indexer can evaluate.
+fn supported(p: &definitions::SearchParamDef) -> bool {
+    match p.code.as_str() {
+        "_id" | "_lastUpdated" => true,
+        _ => {
+            matches!(
+                p.kind,
+                SearchParamType::Token | SearchParamType::String | SearchParamType::Date | SearchParamType::Reference
+            ) && p.expression.as_deref().and_then(bastion_search::path::SimplePath::parse).is_some()
+        }
+    }
 }
 
 fn type_name(kind: SearchParamType) -> &'static str {
@@ -32,7 +42,7 @@ pub fn capability_statement(base: &str) -> Value {
         .map(|t| {
             let params: Vec<Value> = definitions::search_params(t)
                 .into_iter()
-                .filter(|p| supported(p.kind, &p.code))
+                .filter(|p| supported(p))
                 .map(|p| json!({"name": p.code, "definition": p.url, "type": type_name(p.kind)}))
                 .collect();
             json!({

@@ -555,11 +555,11 @@ impl Engine {
             let one = [(k.clone(), v.clone())];
             match SearchQuery::parse(resource_type, &one) {
                 Ok(_) => used.push((k.clone(), v.clone())),
-                Err(
-                    SearchError::UnknownParameter { .. }
-                    | SearchError::UnsupportedParameter { .. }
-                    | SearchError::UnsupportedModifier { .. },
-                ) if !ctx.strict => ignored.push(k.clone()),
+                // Unknown parameters are ignored (and reported) unless strict; an unknown
+                // modifier is always an error, since ignoring it would change the meaning.
+                Err(SearchError::UnknownParameter { .. } | SearchError::UnsupportedParameter { .. }) if !ctx.strict => {
+                    ignored.push(k.clone())
+                }
                 Err(e) => return Err(e.into()),
             }
         }

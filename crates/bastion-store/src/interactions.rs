@@ -128,7 +128,7 @@ pub async fn delete(
     let at = Instant::now();
     let version = current.version + 1;
     // The tombstone stays in the compartments of the version it ends.
-    let index = IndexRows { compartments: current.compartments.clone(), tokens: Vec::new() };
+    let index = IndexRows { compartments: current.compartments.clone(), ..IndexRows::default() };
     tx.write_version(NewVersion {
         resource_type: resource_type.to_string(),
         id: id.to_string(),

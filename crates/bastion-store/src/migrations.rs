@@ -10,11 +10,13 @@ pub struct Migration {
 pub const SQLITE: &[Migration] = &[
     Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_resources.sql") },
     Migration { version: 2, sql: include_str!("../migrations/sqlite/0002_imports.sql") },
+    Migration { version: 3, sql: include_str!("../migrations/sqlite/0003_search_indexes.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
     Migration { version: 1, sql: include_str!("../migrations/postgres/0001_resources.sql") },
     Migration { version: 2, sql: include_str!("../migrations/postgres/0002_imports.sql") },
+    Migration { version: 3, sql: include_str!("../migrations/postgres/0003_search_indexes.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

@@ -119,8 +119,33 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
         ],
     ))
     .await?;
-    c.execute(&stmt(sql::write::DELETE_TOKENS, vec![SqlValue::Int(pk)])).await?;
+    for delete in
+        [sql::write::DELETE_TOKENS, sql::write::DELETE_STRINGS, sql::write::DELETE_DATES, sql::write::DELETE_REFERENCES]
+    {
+        c.execute(&stmt(delete, vec![SqlValue::Int(pk)])).await?;
+    }
     if !is_tombstone {
+        let head = |param: &str| vec![SqlValue::Int(pk), text(&v.resource_type), text(param)];
+        for s in &v.index.strings {
+            let mut p = head(&s.param);
+            p.extend([text(&s.normalized), text(&s.exact), key.clone()]);
+            c.execute(&stmt(sql::write::INSERT_STRING, p)).await?;
+        }
+        for d in &v.index.dates {
+            let mut p = head(&d.param);
+            p.extend([SqlValue::Int(d.low), SqlValue::Int(d.high), key.clone()]);
+            c.execute(&stmt(sql::write::INSERT_DATE, p)).await?;
+        }
+        for r in &v.index.references {
+            let mut p = head(&r.param);
+            p.extend([
+                SqlValue::OptText(r.target_type.clone()),
+                SqlValue::OptText(r.target_id.clone()),
+                text(&r.url),
+                key.clone(),
+            ]);
+            c.execute(&stmt(sql::write::INSERT_REFERENCE, p)).await?;
+        }
         for t in &v.index.tokens {
             c.execute(&stmt(
                 sql::write::INSERT_TOKEN,

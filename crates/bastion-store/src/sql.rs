@@ -3,7 +3,8 @@
 //! way everywhere. Every value is bound, never spliced: the only text that enters SQL here
 //! is written in this file.
 
-use bastion_search::query::SystemMatch;
+use bastion_fhir::definitions::SearchParamType;
+use bastion_search::query::{DatePrefix, DateValue, ReferenceValue, StringMode, SystemMatch};
 use bastion_search::{AccessPredicate, Clause, SearchQuery, TokenValue};
 
 use crate::types::{HistoryLevel, HistoryQuery, Page};
@@ -139,6 +140,149 @@ fn push_clauses(sql: &mut Sql, query: &SearchQuery) {
                 }
                 sql.push("))");
             }
+            Clause::String { param, mode, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_string s WHERE s.res_pk = r.pk AND s.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    match mode {
+                        StringMode::Exact => sql.push("s.exact = ").bind_text(v),
+                        StringMode::StartsWith => sql
+                            .push("s.normalized LIKE ")
+                            .bind_text(&format!("{}%", like_escape(v)))
+                            .push(" ESCAPE '\\'"),
+                        StringMode::Contains => sql
+                            .push("s.normalized LIKE ")
+                            .bind_text(&format!("%{}%", like_escape(v)))
+                            .push(" ESCAPE '\\'"),
+                    };
+                }
+                sql.push("))");
+            }
+            Clause::Date { param, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_date d WHERE d.res_pk = r.pk AND d.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    push_date(sql, v, "d.low", "d.high");
+                }
+                sql.push("))");
+            }
+            Clause::LastUpdated(values) => {
+                sql.push("(");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    push_date(sql, v, "v.last_updated", "v.last_updated");
+                }
+                sql.push(")");
+            }
+            Clause::Reference { param, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_reference x WHERE x.res_pk = r.pk AND x.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    match v {
+                        ReferenceValue::Typed { resource_type, id } => sql
+                            .push("(x.target_type = ")
+                            .bind_text(resource_type)
+                            .push(" AND x.target_id = ")
+                            .bind_text(id)
+                            .push(")"),
+                        ReferenceValue::Id(id) => sql.push("x.target_id = ").bind_text(id),
+                        ReferenceValue::Url(url) => sql.push("x.url = ").bind_text(url),
+                    };
+                }
+                sql.push("))");
+            }
+            Clause::Missing { param, kind, missing } => {
+                let table = match kind {
+                    SearchParamType::Token => "idx_token",
+                    SearchParamType::String => "idx_string",
+                    SearchParamType::Date => "idx_date",
+                    _ => "idx_reference",
+                };
+                sql.push(if *missing { "NOT EXISTS (SELECT 1 FROM " } else { "EXISTS (SELECT 1 FROM " });
+                sql.push(table).push(" m WHERE m.res_pk = r.pk AND m.param = ").bind_text(param).push(")");
+            }
+        }
+    }
+}
+
+/// `%`, `_` and `\` are data in a search value.
+fn like_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A date prefix over a target span `[lo, hi]` (column names) and the search span.
+fn push_date(sql: &mut Sql, v: &DateValue, lo: &str, hi: &str) {
+    let (l, h) = (SqlValue::Int(v.range.low), SqlValue::Int(v.range.high));
+    let contained = |sql: &mut Sql| {
+        sql.push("(")
+            .push(lo)
+            .push(" >= ")
+            .bind(l.clone())
+            .push(" AND ")
+            .push(hi)
+            .push(" <= ")
+            .bind(h.clone())
+            .push(")");
+    };
+    match v.prefix {
+        DatePrefix::Eq => contained(sql),
+        DatePrefix::Ne => {
+            sql.push("NOT ");
+            contained(sql);
+        }
+        DatePrefix::Gt => {
+            sql.push(hi).push(" > ").bind(h.clone());
+        }
+        DatePrefix::Lt => {
+            sql.push(lo).push(" < ").bind(l.clone());
+        }
+        DatePrefix::Ge => {
+            sql.push("(").push(hi).push(" > ").bind(h.clone()).push(" OR ");
+            contained(sql);
+            sql.push(")");
+        }
+        DatePrefix::Le => {
+            sql.push("(").push(lo).push(" < ").bind(l.clone()).push(" OR ");
+            contained(sql);
+            sql.push(")");
+        }
+        DatePrefix::Sa => {
+            sql.push(lo).push(" > ").bind(h.clone());
+        }
+        DatePrefix::Eb => {
+            sql.push(hi).push(" < ").bind(l.clone());
+        }
+        DatePrefix::Ap => {
+            sql.push("(")
+                .push(lo)
+                .push(" <= ")
+                .bind(h.clone())
+                .push(" AND ")
+                .push(hi)
+                .push(" >= ")
+                .bind(l.clone())
+                .push(")");
         }
     }
 }
@@ -241,6 +385,13 @@ pub mod write {
     /// PostgreSQL: lock a current row against concurrent writers.
     pub const LOCK_CURRENT: &str = "SELECT pk FROM resources WHERE res_type = ? AND res_id = ? FOR UPDATE";
     pub const DELETE_TOKENS: &str = "DELETE FROM idx_token WHERE res_pk = ?";
+    pub const DELETE_STRINGS: &str = "DELETE FROM idx_string WHERE res_pk = ?";
+    pub const DELETE_DATES: &str = "DELETE FROM idx_date WHERE res_pk = ?";
+    pub const DELETE_REFERENCES: &str = "DELETE FROM idx_reference WHERE res_pk = ?";
+    pub const INSERT_STRING: &str = "INSERT INTO idx_string (res_pk, res_type, param, normalized, exact, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
+    pub const INSERT_DATE: &str =
+        "INSERT INTO idx_date (res_pk, res_type, param, low, high, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
+    pub const INSERT_REFERENCE: &str = "INSERT INTO idx_reference (res_pk, res_type, param, target_type, target_id, url, compartment_key) VALUES (?, ?, ?, ?, ?, ?, ?)";
     pub const INSERT_TOKEN: &str =
         "INSERT INTO idx_token (res_pk, res_type, param, system, code, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
     pub const INSERT_IMPORT: &str = "INSERT INTO imports (sha256, name, resources, imported_at) VALUES (?, ?, ?, ?)";

@@ -1,0 +1,121 @@
+//! Search by string, date, reference and `_lastUpdated`, with modifiers and prefixes.
+
+use crate::both_backends;
+use crate::harness::*;
+
+async fn ids(srv: &Server, query: &str) -> Vec<String> {
+    let r = srv.get(query).await;
+    assert_eq!(r.status(), StatusCode::OK, "{query}");
+    let b = body(r).await;
+    let mut out: Vec<String> = b["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+async fn put(srv: &Server, v: Value) {
+    let path = format!("{}/{}", v["resourceType"].as_str().unwrap(), v["id"].as_str().unwrap());
+    let r = srv.put(&path, &v).await;
+    assert!(r.status().is_success(), "{path}");
+}
+
+async fn people(srv: &Server) {
+    put(srv, json!({"resourceType": "Patient", "id": "mueller", "name": [{"family": "Müller", "given": ["Zoë"]}], "birthDate": "1975-06-15",
+        "generalPractitioner": [{"reference": "Practitioner/gp1"}]}))
+    .await;
+    put(srv, json!({"resourceType": "Patient", "id": "muir", "name": [{"family": "Muir", "given": ["Ann"]}], "birthDate": "1982-01",
+        "generalPractitioner": [{"reference": "Practitioner/gp2"}]}))
+    .await;
+    put(srv, json!({"resourceType": "Patient", "id": "smith", "name": [{"family": "Smith", "given": ["50%_off"]}], "birthDate": "1990"})).await;
+}
+
+both_backends!(string_search_is_prefix_case_and_accent_insensitive, |srv| {
+    people(&srv).await;
+    assert_eq!(ids(&srv, "Patient?family=mu").await, vec!["mueller", "muir"]);
+    assert_eq!(ids(&srv, "Patient?family=MULLER").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?name=zoe").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?family:exact=Müller").await, vec!["mueller"]);
+    assert!(ids(&srv, "Patient?family:exact=muller").await.is_empty());
+    assert_eq!(ids(&srv, "Patient?family:contains=ui").await, vec!["muir"]);
+    assert_eq!(ids(&srv, "Patient?family=smi,muir").await, vec!["muir", "smith"]);
+    // LIKE metacharacters are data
+    assert_eq!(ids(&srv, "Patient?given=50%25_").await, vec!["smith"]);
+    assert!(ids(&srv, "Patient?given=5%25f").await.is_empty());
+    assert!(ids(&srv, "Patient?family=x'%20OR%201=1--").await.is_empty());
+});
+
+both_backends!(date_search_prefixes_on_partial_dates, |srv| {
+    people(&srv).await;
+    assert_eq!(ids(&srv, "Patient?birthdate=1975-06-15").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=1975").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=lt1980").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=ge1982").await, vec!["muir", "smith"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=gt1982-01").await, vec!["smith"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=sa1980&birthdate=eb1985").await, vec!["muir"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=ne1990").await, vec!["mueller", "muir"]);
+    assert_eq!(ids(&srv, "Patient?birthdate=le1975-06-15").await, vec!["mueller"]);
+    // 1982-01 as a month is not contained in the day 1982-01-10, but approximately matches it
+    assert!(ids(&srv, "Patient?birthdate=1982-01-10").await.is_empty());
+    assert_eq!(ids(&srv, "Patient?birthdate=ap1982-01-10").await, vec!["muir"]);
+    for bad in ["1975-13", "xx1975", "1975-02-30", "yesterday"] {
+        assert_outcome(srv.get(&format!("Patient?birthdate={bad}")).await, StatusCode::BAD_REQUEST).await;
+    }
+});
+
+both_backends!(date_search_on_periods, |srv| {
+    put(&srv, json!({"resourceType": "Encounter", "id": "open", "status": "in-progress", "class": {"code": "IMP"}, "period": {"start": "2024-03-01"}})).await;
+    put(
+        &srv,
+        json!({"resourceType": "Encounter", "id": "closed", "status": "finished", "class": {"code": "AMB"},
+        "period": {"start": "2023-01-01T10:00:00Z", "end": "2023-01-01T11:00:00Z"}}),
+    )
+    .await;
+    assert_eq!(ids(&srv, "Encounter?date=gt2025").await, vec!["open"], "an open period goes on");
+    assert_eq!(ids(&srv, "Encounter?date=2023-01-01").await, vec!["closed"]);
+    assert_eq!(ids(&srv, "Encounter?date=lt2024").await, vec!["closed"]);
+});
+
+both_backends!(reference_search_by_id_type_and_modifier, |srv| {
+    people(&srv).await;
+    put(&srv, json!({"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/muir"}})).await;
+    put(&srv, json!({"resourceType": "Observation", "id": "o2", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Group/muir"}})).await;
+    assert_eq!(ids(&srv, "Observation?subject=Patient/muir").await, vec!["o1"]);
+    assert_eq!(ids(&srv, "Observation?subject=muir").await, vec!["o1", "o2"]);
+    assert_eq!(ids(&srv, "Observation?subject:Patient=muir").await, vec!["o1"]);
+    assert_eq!(ids(&srv, "Observation?patient=muir").await, vec!["o1"], "patient only follows Patient references");
+    assert_eq!(ids(&srv, "Patient?general-practitioner=Practitioner/gp1").await, vec!["mueller"]);
+    assert_outcome(srv.get("Observation?subject=Nonsense/1").await, StatusCode::BAD_REQUEST).await;
+    assert_outcome(srv.get("Observation?subject=Medication/1").await, StatusCode::BAD_REQUEST).await;
+    assert_outcome(srv.get("Observation?subject:Nonsense=1").await, StatusCode::BAD_REQUEST).await;
+});
+
+both_backends!(missing_modifier, |srv| {
+    people(&srv).await;
+    assert_eq!(ids(&srv, "Patient?general-practitioner:missing=true").await, vec!["smith"]);
+    assert_eq!(ids(&srv, "Patient?general-practitioner:missing=false").await, vec!["mueller", "muir"]);
+    assert_outcome(srv.get("Patient?gender:missing=maybe").await, StatusCode::BAD_REQUEST).await;
+});
+
+both_backends!(last_updated_search, |srv| {
+    people(&srv).await;
+    let all = ids(&srv, "Patient?_lastUpdated=gt2000-01-01").await;
+    assert_eq!(all.len(), 3);
+    assert!(ids(&srv, "Patient?_lastUpdated=lt2000-01-01").await.is_empty());
+});
+
+both_backends!(updates_and_deletes_replace_index_rows, |srv| {
+    people(&srv).await;
+    put(&srv, json!({"resourceType": "Patient", "id": "muir", "name": [{"family": "Newname"}]})).await;
+    assert_eq!(ids(&srv, "Patient?family=mu").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?family=newn").await, vec!["muir"]);
+    assert!(ids(&srv, "Patient?birthdate=1982-01").await.is_empty());
+    srv.delete("Patient/mueller").await;
+    assert!(ids(&srv, "Patient?family=mu").await.is_empty());
+});
