@@ -21,12 +21,13 @@ both_backends!(metadata_describes_what_the_server_supports, |srv| {
     for p in ["identifier", "_id", "_lastUpdated", "name", "birthdate", "general-practitioner"] {
         assert!(params.contains(&p), "{p}");
     }
-    // only what the server implements: quantity search is not there yet
+    // only what the server implements: composite search is not there yet
     let obs = rest["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Observation").unwrap();
     let obs_params: Vec<&str> =
         obs["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(obs_params.contains(&"date") && obs_params.contains(&"subject"));
-    assert!(!obs_params.contains(&"value-quantity"));
+    assert!(obs_params.contains(&"value-quantity"));
+    assert!(!obs_params.contains(&"code-value-quantity"));
     let sys: Vec<&str> = rest["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
     assert!(sys.contains(&"transaction") && sys.contains(&"batch"));
     assert!(rest["resource"].as_array().unwrap().len() > 140);

@@ -119,3 +119,40 @@ both_backends!(updates_and_deletes_replace_index_rows, |srv| {
     srv.delete("Patient/mueller").await;
     assert!(ids(&srv, "Patient?family=mu").await.is_empty());
 });
+
+both_backends!(number_quantity_and_uri_search, |srv| {
+    let obs = |id: &str, value: &str, unit: &str| {
+        let text = format!(
+            r#"{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"text":"w"}},"valueQuantity":{{"value":{value},"unit":"{unit}","system":"http://unitsofmeasure.org","code":"{unit}"}}}}"#
+        );
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    put(&srv, obs("light", "5.4", "kg")).await;
+    put(&srv, obs("heavy", "100", "kg")).await;
+    put(&srv, obs("tall", "180", "cm")).await;
+    assert_eq!(ids(&srv, "Observation?value-quantity=5.4").await, vec!["light"]);
+    assert_eq!(ids(&srv, "Observation?value-quantity=5").await, vec!["light"], "5 means [4.5, 5.5]");
+    assert_eq!(ids(&srv, "Observation?value-quantity=gt50|http://unitsofmeasure.org|kg").await, vec!["heavy"]);
+    assert_eq!(ids(&srv, "Observation?value-quantity=gt50||cm").await, vec!["tall"]);
+    assert_eq!(ids(&srv, "Observation?value-quantity=le100").await, vec!["heavy", "light"]);
+    assert_eq!(ids(&srv, "Observation?value-quantity=ap95").await, vec!["heavy"]);
+    assert_outcome(srv.get("Observation?value-quantity=heavy").await, StatusCode::BAD_REQUEST).await;
+    assert_outcome(srv.get("Observation?value-quantity=1|a|b|c").await, StatusCode::BAD_REQUEST).await;
+
+    put(
+        &srv,
+        json!({"resourceType": "RiskAssessment", "id": "r1", "status": "final", "subject": {"reference": "Patient/x"},
+        "prediction": [{"probabilityDecimal": 0.25}]}),
+    )
+    .await;
+    assert_eq!(ids(&srv, "RiskAssessment?probability=gt0.2").await, vec!["r1"]);
+    assert!(ids(&srv, "RiskAssessment?probability=0.4").await.is_empty());
+    assert!(ids(&srv, "RiskAssessment?probability=0.2").await.is_empty(), "0.2 means [0.15, 0.25)");
+    assert_eq!(ids(&srv, "RiskAssessment?probability=0.25").await, vec!["r1"]);
+
+    put(&srv, json!({"resourceType": "ValueSet", "id": "vs", "status": "active", "url": "http://example.org/fhir/ValueSet/colours"})).await;
+    assert_eq!(ids(&srv, "ValueSet?url=http://example.org/fhir/ValueSet/colours").await, vec!["vs"]);
+    assert!(ids(&srv, "ValueSet?url=http://example.org/fhir").await.is_empty());
+    assert_eq!(ids(&srv, "ValueSet?url:below=http://example.org/fhir").await, vec!["vs"]);
+    assert_eq!(ids(&srv, "ValueSet?url:above=http://example.org/fhir/ValueSet/colours/v2").await, vec!["vs"]);
+});

@@ -49,8 +49,46 @@ pub struct ReferenceRow {
     pub url: String,
 }
 
+/// A number (`number` parameters) as a float for range matching.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct NumberRow {
+    pub param: String,
+    pub value: f64,
+}
+
+/// A quantity: its value with the system and code (or the unit as written).
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct QuantityRow {
+    pub param: String,
+    pub value: f64,
+    pub system: Option<String>,
+    pub code: Option<String>,
+    pub unit: Option<String>,
+}
+
+/// A uri, url or canonical as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UriRow {
+    pub param: String,
+    pub value: String,
+}
+
+/// The parameter types that have an index (and so can be searched).
+pub fn is_indexed_kind(kind: SearchParamType) -> bool {
+    matches!(
+        kind,
+        SearchParamType::Token
+            | SearchParamType::String
+            | SearchParamType::Date
+            | SearchParamType::Reference
+            | SearchParamType::Number
+            | SearchParamType::Quantity
+            | SearchParamType::Uri
+    )
+}
+
 /// Everything the store writes beside a resource version.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexRows {
     /// Ids of every patient whose compartment holds this resource (sorted, unique).
     pub compartments: Vec<String>,
@@ -58,6 +96,9 @@ pub struct IndexRows {
     pub strings: Vec<StringRow>,
     pub dates: Vec<DateRow>,
     pub references: Vec<ReferenceRow>,
+    pub numbers: Vec<NumberRow>,
+    pub quantities: Vec<QuantityRow>,
+    pub uris: Vec<UriRow>,
 }
 
 impl IndexRows {
@@ -100,16 +141,7 @@ fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
             .collect(),
         paths: definitions::search_params(resource_type)
             .into_iter()
-            .filter(|p| {
-                matches!(
-                    p.kind,
-                    SearchParamType::Token
-                        | SearchParamType::String
-                        | SearchParamType::Date
-                        | SearchParamType::Reference
-                ) && p.code != "_id"
-                    && p.code != "_lastUpdated"
-            })
+            .filter(|p| is_indexed_kind(p.kind) && p.code != "_id" && p.code != "_lastUpdated")
             .filter_map(|p| Some((p.code.clone(), p.kind, p.expression.as_deref().and_then(SimplePath::parse)?)))
             .collect(),
     });
@@ -255,6 +287,28 @@ pub fn extract_index(resource: &Value) -> IndexRows {
                 }
                 SearchParamType::Date => date_rows_of(code, v, &mut rows.dates),
                 SearchParamType::Reference => reference_rows_of(code, v, &mut rows.references),
+                SearchParamType::Number => {
+                    if let Some(value) = number_of(v) {
+                        rows.numbers.push(NumberRow { param: code.clone(), value });
+                    }
+                }
+                SearchParamType::Quantity => {
+                    if let Some(value) = v.get("value").and_then(number_of) {
+                        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+                        rows.quantities.push(QuantityRow {
+                            param: code.clone(),
+                            value,
+                            system: text("system"),
+                            code: text("code"),
+                            unit: text("unit"),
+                        });
+                    }
+                }
+                SearchParamType::Uri => {
+                    if let Some(u) = v.as_str() {
+                        rows.uris.push(UriRow { param: code.clone(), value: u.to_string() });
+                    }
+                }
                 _ => {}
             }
         }
@@ -267,8 +321,18 @@ pub fn extract_index(resource: &Value) -> IndexRows {
     rows.dates.dedup();
     rows.references.sort();
     rows.references.dedup();
+    rows.uris.sort();
+    rows.uris.dedup();
     rows.compartments = patient_compartments(resource);
     rows
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        // arbitrary_precision keeps the text; the index compares as a float.
+        Value::Number(n) => n.to_string().parse().ok(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

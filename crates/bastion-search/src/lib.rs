@@ -15,5 +15,8 @@ pub mod path;
 pub mod query;
 
 pub use access::AccessPredicate;
-pub use index::{DateRow, IndexRows, ReferenceRow, StringRow, TokenRow, extract_index};
+pub use index::{
+    DateRow, IndexRows, NumberRow, QuantityRow, ReferenceRow, StringRow, TokenRow, UriRow, extract_index,
+    is_indexed_kind,
+};
 pub use query::{Clause, SearchError, SearchQuery, TokenValue};

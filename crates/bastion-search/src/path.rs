@@ -129,6 +129,23 @@ impl SimplePath {
                     match v.get(&key) {
                         Some(Value::Array(items)) => next.extend(items.iter()),
                         Some(other) => next.push(other),
+                        // A choice element named without its type (`probability` for
+                        // `probabilityDecimal`): any one variant present.
+                        None if b.choice_type.is_none() || !last => {
+                            if let Some(o) = v.as_object() {
+                                for (k, child) in o {
+                                    let is_variant = k.len() > key.len()
+                                        && k.starts_with(key.as_str())
+                                        && k[key.len()..].starts_with(|c: char| c.is_ascii_uppercase());
+                                    if is_variant {
+                                        match child {
+                                            Value::Array(items) => next.extend(items.iter()),
+                                            other => next.push(other),
+                                        }
+                                    }
+                                }
+                            }
+                        }
                         None => {}
                     }
                 }

@@ -43,7 +43,7 @@ pub struct TokenValue {
 }
 
 /// One AND-ed condition; the values inside it are OR-ed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Clause {
     Id(Vec<String>),
     Token {
@@ -65,12 +65,53 @@ pub enum Clause {
         param: String,
         values: Vec<ReferenceValue>,
     },
+    Number {
+        param: String,
+        values: Vec<NumberValue>,
+    },
+    Quantity {
+        param: String,
+        values: Vec<QuantityValue>,
+    },
+    Uri {
+        param: String,
+        mode: UriMode,
+        values: Vec<String>,
+    },
     /// `:missing=true` (`missing`) or `:missing=false`.
     Missing {
         param: String,
         kind: SearchParamType,
         missing: bool,
     },
+}
+
+/// A number search value: the prefix and the range its precision denotes (`100` is
+/// [99.5, 100.5], `100.0` is [99.95, 100.05]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberValue {
+    pub prefix: DatePrefix,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A quantity search value: `[prefix]number|system|code`, `number||unit`, or `number`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantityValue {
+    pub number: NumberValue,
+    pub system: Option<String>,
+    pub code: Option<String>,
+}
+
+/// How a uri parameter matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriMode {
+    Exact,
+    /// `:below`: the stored uri starts with the search value.
+    Below,
+    /// `:above`: the search value starts with the stored uri.
+    Above,
 }
 
 /// How a string parameter matches.
@@ -136,6 +177,54 @@ fn parse_date(param: &str, raw: &str) -> Result<DateValue, SearchError> {
     Ok(DateValue { prefix, range })
 }
 
+/// Splits an optional search prefix (`eq`, `gt`, ...) off a value.
+fn split_prefix(raw: &str) -> (DatePrefix, &str) {
+    let prefixes = [
+        ("eq", DatePrefix::Eq),
+        ("ne", DatePrefix::Ne),
+        ("gt", DatePrefix::Gt),
+        ("lt", DatePrefix::Lt),
+        ("ge", DatePrefix::Ge),
+        ("le", DatePrefix::Le),
+        ("sa", DatePrefix::Sa),
+        ("eb", DatePrefix::Eb),
+        ("ap", DatePrefix::Ap),
+    ];
+    prefixes.iter().find_map(|(p, v)| raw.strip_prefix(p).map(|r| (*v, r))).unwrap_or((DatePrefix::Eq, raw))
+}
+
+fn parse_number(param: &str, raw: &str) -> Result<NumberValue, SearchError> {
+    let (prefix, text) = split_prefix(raw);
+    let invalid = || SearchError::InvalidValue { param: param.into(), reason: format!("'{raw}' is not a number") };
+    let ok_chars =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'e' | b'E' | b'+'));
+    let value: f64 = if ok_chars { text.parse().map_err(|_| invalid())? } else { return Err(invalid()) };
+    if !value.is_finite() {
+        return Err(invalid());
+    }
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let decimals = mantissa.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
+    let exponent: i32 = text.split_once(['e', 'E']).and_then(|(_, e)| e.parse().ok()).unwrap_or(0);
+    // Scaled so that the bounds of short decimals come out exact (0.2 -> [0.15, 0.25)).
+    let scale = 10f64.powi(decimals - exponent);
+    Ok(NumberValue { prefix, value, low: (value * scale - 0.5) / scale, high: (value * scale + 0.5) / scale })
+}
+
+fn parse_quantity(param: &str, raw: &str) -> Result<QuantityValue, SearchError> {
+    let parts = split_escaped(raw, '|');
+    let nonempty = |s: &String| (!s.is_empty()).then(|| unescape(s));
+    match parts.as_slice() {
+        [n] => Ok(QuantityValue { number: parse_number(param, n)?, system: None, code: None }),
+        [n, system, code] => {
+            Ok(QuantityValue { number: parse_number(param, n)?, system: nonempty(system), code: nonempty(code) })
+        }
+        _ => Err(SearchError::InvalidValue {
+            param: param.into(),
+            reason: "a quantity is number, number|system|code or number||unit".into(),
+        }),
+    }
+}
+
 fn parse_reference(
     param: &str,
     raw: &str,
@@ -168,7 +257,7 @@ fn parse_reference(
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
     pub resource_type: String,
     pub clauses: Vec<Clause>,
@@ -268,14 +357,7 @@ impl SearchQuery {
                         });
                     }
                 };
-                if !matches!(
-                    def.kind,
-                    SearchParamType::Token
-                        | SearchParamType::String
-                        | SearchParamType::Date
-                        | SearchParamType::Reference
-                ) || code.starts_with('_')
-                {
+                if !crate::index::is_indexed_kind(def.kind) || code.starts_with('_') {
                     return Err(unsupported("missing"));
                 }
                 clauses.push(Clause::Missing { param: code.into(), kind: def.kind, missing });
@@ -335,7 +417,35 @@ impl SearchQuery {
                         .collect::<Result<Vec<_>, _>>()?;
                     clauses.push(Clause::Reference { param: code.into(), values });
                 }
-                (SearchParamType::Token | SearchParamType::String | SearchParamType::Date, Some(m)) => {
+                (SearchParamType::Number, None) => {
+                    let values = alternatives.iter().map(|a| parse_number(code, a)).collect::<Result<Vec<_>, _>>()?;
+                    clauses.push(Clause::Number { param: code.into(), values });
+                }
+                (SearchParamType::Quantity, None) => {
+                    let values = alternatives.iter().map(|a| parse_quantity(code, a)).collect::<Result<Vec<_>, _>>()?;
+                    clauses.push(Clause::Quantity { param: code.into(), values });
+                }
+                (SearchParamType::Uri, m @ (None | Some("below") | Some("above"))) => {
+                    let mode = match m {
+                        Some("below") => UriMode::Below,
+                        Some("above") => UriMode::Above,
+                        _ => UriMode::Exact,
+                    };
+                    clauses.push(Clause::Uri {
+                        param: code.into(),
+                        mode,
+                        values: alternatives.iter().map(|a| unescape(a)).collect(),
+                    });
+                }
+                (
+                    SearchParamType::Token
+                    | SearchParamType::String
+                    | SearchParamType::Date
+                    | SearchParamType::Number
+                    | SearchParamType::Quantity
+                    | SearchParamType::Uri,
+                    Some(m),
+                ) => {
                     return Err(unsupported(m));
                 }
                 _ => return Err(SearchError::UnsupportedParameter { param: code.into() }),

@@ -8,14 +8,13 @@ use serde_json::{Value, json};
 /// Search parameters the query parser and the indexer implement today: `_id`,
 /// `_lastUpdated`, and token, string, date and reference parameters whose expression the
 /// indexer can evaluate.
+// (token, string, date, reference, number, quantity, uri)
 fn supported(p: &definitions::SearchParamDef) -> bool {
     match p.code.as_str() {
         "_id" | "_lastUpdated" => true,
         _ => {
-            matches!(
-                p.kind,
-                SearchParamType::Token | SearchParamType::String | SearchParamType::Date | SearchParamType::Reference
-            ) && p.expression.as_deref().and_then(bastion_search::path::SimplePath::parse).is_some()
+            bastion_search::is_indexed_kind(p.kind)
+                && p.expression.as_deref().and_then(bastion_search::path::SimplePath::parse).is_some()
         }
     }
 }

@@ -11,12 +11,14 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 1, sql: include_str!("../migrations/sqlite/0001_resources.sql") },
     Migration { version: 2, sql: include_str!("../migrations/sqlite/0002_imports.sql") },
     Migration { version: 3, sql: include_str!("../migrations/sqlite/0003_search_indexes.sql") },
+    Migration { version: 4, sql: include_str!("../migrations/sqlite/0004_number_quantity_uri.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
     Migration { version: 1, sql: include_str!("../migrations/postgres/0001_resources.sql") },
     Migration { version: 2, sql: include_str!("../migrations/postgres/0002_imports.sql") },
     Migration { version: 3, sql: include_str!("../migrations/postgres/0003_search_indexes.sql") },
+    Migration { version: 4, sql: include_str!("../migrations/postgres/0004_number_quantity_uri.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

@@ -119,9 +119,15 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
         ],
     ))
     .await?;
-    for delete in
-        [sql::write::DELETE_TOKENS, sql::write::DELETE_STRINGS, sql::write::DELETE_DATES, sql::write::DELETE_REFERENCES]
-    {
+    for delete in [
+        sql::write::DELETE_TOKENS,
+        sql::write::DELETE_STRINGS,
+        sql::write::DELETE_DATES,
+        sql::write::DELETE_REFERENCES,
+        sql::write::DELETE_NUMBERS,
+        sql::write::DELETE_QUANTITIES,
+        sql::write::DELETE_URIS,
+    ] {
         c.execute(&stmt(delete, vec![SqlValue::Int(pk)])).await?;
     }
     if !is_tombstone {
@@ -145,6 +151,27 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
                 key.clone(),
             ]);
             c.execute(&stmt(sql::write::INSERT_REFERENCE, p)).await?;
+        }
+        for n in &v.index.numbers {
+            let mut p = head(&n.param);
+            p.extend([SqlValue::Float(n.value), key.clone()]);
+            c.execute(&stmt(sql::write::INSERT_NUMBER, p)).await?;
+        }
+        for q in &v.index.quantities {
+            let mut p = head(&q.param);
+            p.extend([
+                SqlValue::Float(q.value),
+                SqlValue::OptText(q.system.clone()),
+                SqlValue::OptText(q.code.clone()),
+                SqlValue::OptText(q.unit.clone()),
+                key.clone(),
+            ]);
+            c.execute(&stmt(sql::write::INSERT_QUANTITY, p)).await?;
+        }
+        for u in &v.index.uris {
+            let mut p = head(&u.param);
+            p.extend([text(&u.value), key.clone()]);
+            c.execute(&stmt(sql::write::INSERT_URI, p)).await?;
         }
         for t in &v.index.tokens {
             c.execute(&stmt(

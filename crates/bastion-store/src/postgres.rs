@@ -18,6 +18,7 @@ fn as_params(values: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
         .iter()
         .map(|v| match v {
             SqlValue::Int(i) => i as &(dyn ToSql + Sync),
+            SqlValue::Float(f) => f as &(dyn ToSql + Sync),
             SqlValue::Text(s) => s as &(dyn ToSql + Sync),
             SqlValue::OptText(s) => s as &(dyn ToSql + Sync),
             SqlValue::OptBlob(b) => b as &(dyn ToSql + Sync),

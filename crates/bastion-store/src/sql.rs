@@ -4,15 +4,16 @@
 //! is written in this file.
 
 use bastion_fhir::definitions::SearchParamType;
-use bastion_search::query::{DatePrefix, DateValue, ReferenceValue, StringMode, SystemMatch};
+use bastion_search::query::{DatePrefix, DateValue, NumberValue, ReferenceValue, StringMode, SystemMatch, UriMode};
 use bastion_search::{AccessPredicate, Clause, SearchQuery, TokenValue};
 
 use crate::types::{HistoryLevel, HistoryQuery, Page};
 
 /// A bound value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
     Int(i64),
+    Float(f64),
     Text(String),
     OptText(Option<String>),
     OptBlob(Option<Vec<u8>>),
@@ -205,11 +206,70 @@ fn push_clauses(sql: &mut Sql, query: &SearchQuery) {
                 }
                 sql.push("))");
             }
+            Clause::Number { param, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_number n WHERE n.res_pk = r.pk AND n.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    push_number(sql, v, "n.value");
+                }
+                sql.push("))");
+            }
+            Clause::Quantity { param, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_quantity q WHERE q.res_pk = r.pk AND q.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push("(");
+                    push_number(sql, &v.number, "q.value");
+                    match (&v.system, &v.code) {
+                        (Some(system), Some(code)) => {
+                            sql.push(" AND q.system = ").bind_text(system).push(" AND q.code = ").bind_text(code);
+                        }
+                        (None, Some(code)) => {
+                            sql.push(" AND (q.code = ").bind_text(code).push(" OR q.unit = ").bind_text(code).push(")");
+                        }
+                        (Some(system), None) => {
+                            sql.push(" AND q.system = ").bind_text(system);
+                        }
+                        (None, None) => {}
+                    }
+                    sql.push(")");
+                }
+                sql.push("))");
+            }
+            Clause::Uri { param, mode, values } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_uri u WHERE u.res_pk = r.pk AND u.param = ")
+                    .bind_text(param)
+                    .push(" AND (");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    match mode {
+                        UriMode::Exact => sql.push("u.value = ").bind_text(v),
+                        UriMode::Below => {
+                            sql.push("u.value LIKE ").bind_text(&format!("{}%", like_escape(v))).push(" ESCAPE '\\'")
+                        }
+                        UriMode::Above => sql.push("substr(").bind_text(v).push(", 1, length(u.value)) = u.value"),
+                    };
+                }
+                sql.push("))");
+            }
             Clause::Missing { param, kind, missing } => {
                 let table = match kind {
                     SearchParamType::Token => "idx_token",
                     SearchParamType::String => "idx_string",
                     SearchParamType::Date => "idx_date",
+                    SearchParamType::Number => "idx_number",
+                    SearchParamType::Quantity => "idx_quantity",
+                    SearchParamType::Uri => "idx_uri",
                     _ => "idx_reference",
                 };
                 sql.push(if *missing { "NOT EXISTS (SELECT 1 FROM " } else { "EXISTS (SELECT 1 FROM " });
@@ -229,6 +289,53 @@ fn like_escape(v: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A number prefix over a stored value column.
+fn push_number(sql: &mut Sql, v: &NumberValue, col: &str) {
+    let f = SqlValue::Float;
+    match v.prefix {
+        // The implicit range of the value's precision, [low, high).
+        DatePrefix::Eq => sql
+            .push("(")
+            .push(col)
+            .push(" >= ")
+            .bind(f(v.low))
+            .push(" AND ")
+            .push(col)
+            .push(" < ")
+            .bind(f(v.high))
+            .push(")"),
+        DatePrefix::Ne => sql
+            .push("NOT (")
+            .push(col)
+            .push(" >= ")
+            .bind(f(v.low))
+            .push(" AND ")
+            .push(col)
+            .push(" < ")
+            .bind(f(v.high))
+            .push(")"),
+        DatePrefix::Gt => sql.push(col).push(" > ").bind(f(v.value)),
+        DatePrefix::Lt => sql.push(col).push(" < ").bind(f(v.value)),
+        DatePrefix::Ge => sql.push(col).push(" >= ").bind(f(v.value)),
+        DatePrefix::Le => sql.push(col).push(" <= ").bind(f(v.value)),
+        DatePrefix::Sa => sql.push(col).push(" > ").bind(f(v.high)),
+        DatePrefix::Eb => sql.push(col).push(" < ").bind(f(v.low)),
+        DatePrefix::Ap => {
+            // Within 10% of the value.
+            let (a, b) = (v.value * 0.9, v.value * 1.1);
+            sql.push("(")
+                .push(col)
+                .push(" >= ")
+                .bind(f(a.min(b)))
+                .push(" AND ")
+                .push(col)
+                .push(" <= ")
+                .bind(f(a.max(b)))
+                .push(")")
+        }
+    };
 }
 
 /// A date prefix over a target span `[lo, hi]` (column names) and the search span.
@@ -389,6 +496,14 @@ pub mod write {
     pub const DELETE_DATES: &str = "DELETE FROM idx_date WHERE res_pk = ?";
     pub const DELETE_REFERENCES: &str = "DELETE FROM idx_reference WHERE res_pk = ?";
     pub const INSERT_STRING: &str = "INSERT INTO idx_string (res_pk, res_type, param, normalized, exact, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
+    pub const DELETE_NUMBERS: &str = "DELETE FROM idx_number WHERE res_pk = ?";
+    pub const DELETE_QUANTITIES: &str = "DELETE FROM idx_quantity WHERE res_pk = ?";
+    pub const DELETE_URIS: &str = "DELETE FROM idx_uri WHERE res_pk = ?";
+    pub const INSERT_NUMBER: &str =
+        "INSERT INTO idx_number (res_pk, res_type, param, value, compartment_key) VALUES (?, ?, ?, ?, ?)";
+    pub const INSERT_QUANTITY: &str = "INSERT INTO idx_quantity (res_pk, res_type, param, value, system, code, unit, compartment_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    pub const INSERT_URI: &str =
+        "INSERT INTO idx_uri (res_pk, res_type, param, value, compartment_key) VALUES (?, ?, ?, ?, ?)";
     pub const INSERT_DATE: &str =
         "INSERT INTO idx_date (res_pk, res_type, param, low, high, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
     pub const INSERT_REFERENCE: &str = "INSERT INTO idx_reference (res_pk, res_type, param, target_type, target_id, url, compartment_key) VALUES (?, ?, ?, ?, ?, ?, ?)";

@@ -23,6 +23,7 @@ impl ToSql for SqlValue {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
             SqlValue::Int(i) => ToSqlOutput::Owned(SqliteValue::Integer(*i)),
+            SqlValue::Float(f) => ToSqlOutput::Owned(SqliteValue::Real(*f)),
             SqlValue::Text(s) | SqlValue::OptText(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             SqlValue::OptBlob(Some(b)) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             SqlValue::OptText(None) | SqlValue::OptBlob(None) => ToSqlOutput::Owned(SqliteValue::Null),
