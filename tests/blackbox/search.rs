@@ -156,3 +156,102 @@ both_backends!(number_quantity_and_uri_search, |srv| {
     assert_eq!(ids(&srv, "ValueSet?url:below=http://example.org/fhir").await, vec!["vs"]);
     assert_eq!(ids(&srv, "ValueSet?url:above=http://example.org/fhir/ValueSet/colours/v2").await, vec!["vs"]);
 });
+
+async fn clinic(srv: &Server) {
+    people(srv).await;
+    put(srv, json!({"resourceType": "Practitioner", "id": "gp1", "name": [{"family": "Doc"}]})).await;
+    for (id, patient, date) in
+        [("e1", "mueller", "2024-01-01"), ("e2", "mueller", "2022-06-01"), ("e3", "muir", "2023-03-03")]
+    {
+        put(
+            srv,
+            json!({"resourceType": "Encounter", "id": id, "status": "finished", "class": {"code": "AMB"},
+            "subject": {"reference": format!("Patient/{patient}")}, "period": {"start": date, "end": date}}),
+        )
+        .await;
+        put(srv, json!({"resourceType": "Observation", "id": format!("o-{id}"), "status": "final", "code": {"text": "x"},
+            "subject": {"reference": format!("Patient/{patient}")}, "encounter": {"reference": format!("Encounter/{id}")},
+            "effectiveDateTime": date}))
+        .await;
+    }
+}
+
+async fn ordered_ids(srv: &Server, query: &str) -> Vec<String> {
+    let b = body(srv.get(query).await).await;
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+both_backends!(sort_by_date_string_and_id, |srv| {
+    clinic(&srv).await;
+    assert_eq!(ordered_ids(&srv, "Encounter?_sort=date").await, vec!["e2", "e3", "e1"]);
+    assert_eq!(ordered_ids(&srv, "Encounter?_sort=-date").await, vec!["e1", "e3", "e2"]);
+    assert_eq!(ordered_ids(&srv, "Patient?_sort=family").await, vec!["muir", "mueller", "smith"]);
+    assert_eq!(ordered_ids(&srv, "Patient?_sort=-_id").await, vec!["smith", "muir", "mueller"]);
+    // several keys; patients without a GP sort last either way
+    assert_eq!(ordered_ids(&srv, "Patient?_sort=general-practitioner,family").await, vec!["mueller", "muir", "smith"]);
+    assert_eq!(ordered_ids(&srv, "Patient?_sort=-general-practitioner").await, vec!["muir", "mueller", "smith"]);
+    assert_outcome(srv.get("Patient?_sort=shoe-size").await, StatusCode::BAD_REQUEST).await;
+});
+
+both_backends!(include_and_revinclude_mark_included_entries, |srv| {
+    clinic(&srv).await;
+    let b =
+        body(srv.get("Observation?_id=o-e1&_include=Observation:subject&_include=Observation:encounter").await).await;
+    let modes: Vec<(String, String)> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["resource"]["id"].as_str().unwrap().to_string(), e["search"]["mode"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(modes.contains(&("o-e1".into(), "match".into())));
+    assert!(modes.contains(&("mueller".into(), "include".into())));
+    assert!(modes.contains(&("e1".into(), "include".into())));
+    assert_eq!(modes.len(), 3);
+    assert_eq!(b["total"], 1, "total counts matches only");
+    let b = body(srv.get("Encounter?_id=e1,e3&_revinclude=Observation:encounter").await).await;
+    let included: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    let mut included = included;
+    included.sort();
+    assert_eq!(included, vec!["o-e1", "o-e3"]);
+    // iterate: encounter -> observations -> their patients
+    let b =
+        body(srv.get("Encounter?_id=e3&_revinclude=Observation:encounter&_include:iterate=Observation:subject").await)
+            .await;
+    assert!(
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["resource"]["id"] == "muir" && e["search"]["mode"] == "include")
+    );
+    for bad in [
+        "_include=Observation:code",
+        "_include=Nope:subject",
+        "_include=Observation:subject:Medication",
+        "_include=garbage",
+    ] {
+        assert_outcome(srv.get(&format!("Observation?{bad}")).await, StatusCode::BAD_REQUEST).await;
+    }
+});
+
+both_backends!(patient_compartment_search, |srv| {
+    clinic(&srv).await;
+    assert_eq!(ids(&srv, "Patient/mueller/Observation").await, vec!["o-e1", "o-e2"]);
+    assert_eq!(ids(&srv, "Patient/mueller/Encounter?date=2024").await, vec!["e1"]);
+    assert_eq!(ids(&srv, "Patient/mueller/Patient").await, vec!["mueller"]);
+    assert!(ids(&srv, "Patient/nobody/Observation").await.is_empty());
+    let b = body(srv.get("Patient/muir/Observation").await).await;
+    assert!(b["link"][0]["url"].as_str().unwrap().contains("/Patient/muir/Observation"));
+});

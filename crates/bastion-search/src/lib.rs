@@ -19,4 +19,4 @@ pub use index::{
     DateRow, IndexRows, NumberRow, QuantityRow, ReferenceRow, StringRow, TokenRow, UriRow, extract_index,
     is_indexed_kind,
 };
-pub use query::{Clause, SearchError, SearchQuery, TokenValue};
+pub use query::{Clause, Include, SearchError, SearchQuery, SortBy, SortKey, TokenValue};

@@ -78,6 +78,15 @@ pub enum Clause {
         mode: UriMode,
         values: Vec<String>,
     },
+    /// Resources in the compartment of this patient (compartment search).
+    InPatientCompartment(String),
+    /// Resources that `source_type` resources with these ids refer to through `param`
+    /// (what `_include` fetches).
+    ReferencedBy {
+        source_type: String,
+        param: String,
+        source_ids: Vec<String>,
+    },
     /// `:missing=true` (`missing`) or `:missing=false`.
     Missing {
         param: String,
@@ -257,10 +266,94 @@ fn parse_reference(
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SearchQuery {
     pub resource_type: String,
     pub clauses: Vec<Clause>,
+    /// `_sort` keys, most significant first; the store breaks ties by insertion order.
+    pub sort: Vec<SortKey>,
+}
+
+/// One `_sort` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub by: SortBy,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortBy {
+    Id,
+    LastUpdated,
+    Param { code: String, kind: SearchParamType },
+}
+
+/// `_include` / `_revinclude`: `SourceType:param[:TargetType]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    pub source_type: String,
+    pub param: String,
+    /// The reference targets to follow; for `_include` without a target type, every
+    /// target the parameter allows.
+    pub target_types: Vec<String>,
+    pub reverse: bool,
+    pub iterate: bool,
+}
+
+/// Parses a `_sort` value (`-date,code`).
+pub fn parse_sort(resource_type: &str, value: &str) -> Result<Vec<SortKey>, SearchError> {
+    value
+        .split(',')
+        .map(|k| {
+            let (descending, code) = match k.strip_prefix('-') {
+                Some(c) => (true, c),
+                None => (false, k),
+            };
+            let by = match code {
+                "_id" => SortBy::Id,
+                "_lastUpdated" => SortBy::LastUpdated,
+                _ => {
+                    let def =
+                        definitions::search_param(resource_type, code).ok_or_else(|| SearchError::InvalidValue {
+                            param: "_sort".into(),
+                            reason: format!("'{code}' is not a search parameter of {resource_type}"),
+                        })?;
+                    if !crate::index::is_indexed_kind(def.kind) {
+                        return Err(SearchError::InvalidValue {
+                            param: "_sort".into(),
+                            reason: format!("cannot sort by '{code}'"),
+                        });
+                    }
+                    SortBy::Param { code: code.to_string(), kind: def.kind }
+                }
+            };
+            Ok(SortKey { by, descending })
+        })
+        .collect()
+}
+
+/// Parses an `_include` / `_revinclude` value.
+pub fn parse_include(value: &str, reverse: bool, iterate: bool) -> Result<Include, SearchError> {
+    let name = if reverse { "_revinclude" } else { "_include" };
+    let invalid = |reason: String| SearchError::InvalidValue { param: name.into(), reason };
+    if value == "*" {
+        return Err(invalid("wildcard includes are not supported yet".into()));
+    }
+    let parts: Vec<&str> = value.split(':').collect();
+    let (source, param, target) = match parts.as_slice() {
+        [s, p] => (*s, *p, None),
+        [s, p, t] => (*s, *p, Some(*t)),
+        _ => return Err(invalid(format!("'{value}' is not SourceType:parameter[:TargetType]"))),
+    };
+    let def = definitions::search_param(source, param)
+        .filter(|d| d.kind == SearchParamType::Reference)
+        .ok_or_else(|| invalid(format!("'{source}:{param}' is not a reference parameter")))?;
+    let target_types = match target {
+        Some(t) if def.targets.iter().any(|x| x == t) => vec![t.to_string()],
+        Some(t) => return Err(invalid(format!("'{param}' cannot refer to {t}"))),
+        None => def.targets.iter().filter(|t| definitions::is_resource_type(t)).cloned().collect(),
+    };
+    Ok(Include { source_type: source.into(), param: param.into(), target_types, reverse, iterate })
 }
 
 /// Splits on an unescaped `sep`, unescaping `\,` `\|` `\$` `\\` in the parts.
@@ -451,7 +544,7 @@ impl SearchQuery {
                 _ => return Err(SearchError::UnsupportedParameter { param: code.into() }),
             }
         }
-        Ok(SearchQuery { resource_type: resource_type.into(), clauses })
+        Ok(SearchQuery { resource_type: resource_type.into(), clauses, sort: Vec::new() })
     }
 
     /// Parses the query string of a conditional interaction (`If-None-Exist`, `PUT [type]?...`).

@@ -11,7 +11,8 @@ use bastion_fhir::bundle::BundleWriter;
 use bastion_fhir::primitives::Instant;
 use bastion_fhir::validate::{ValidationLimits, validate_resource};
 use bastion_fhir::{Issue, IssueType, OperationOutcome};
-use bastion_search::{AccessPredicate, SearchError, SearchQuery};
+use bastion_search::query::{ReferenceValue, parse_include, parse_sort};
+use bastion_search::{AccessPredicate, Clause, Include, SearchError, SearchQuery};
 use bastion_store::{HistoryLevel, HistoryQuery, Method, Page, Store, StoreTx, StoredVersion, interactions};
 use serde_json::{Value, json};
 
@@ -151,7 +152,9 @@ impl Engine {
                 }
             }
             Interaction::History { level, params } => self.history(ctx, level, &params).await,
-            Interaction::Search { resource_type, params } => self.search(ctx, &resource_type, &params).await,
+            Interaction::Search { resource_type, params, compartment } => {
+                self.search(ctx, &resource_type, &params, compartment.as_deref()).await
+            }
             // Boxed: a batch entry runs through `execute` again.
             Interaction::Bundle { body } => Box::pin(crate::bundle::process(self, ctx, body)).await,
             write => {
@@ -545,11 +548,12 @@ impl Engine {
         ctx: &RequestContext,
         resource_type: &str,
         params: &[(String, String)],
+        patient_compartment: Option<&str>,
     ) -> Result<Reply, ApiError> {
         let mut used = Vec::new();
         let mut ignored = Vec::new();
         for (k, v) in params {
-            if SEARCH_RESULT_PARAMS.contains(&k.as_str()) {
+            if SEARCH_RESULT_PARAMS.contains(&k.as_str()) || RESULT_SHAPING_PARAMS.contains(&k.as_str()) {
                 continue;
             }
             let one = [(k.clone(), v.clone())];
@@ -563,7 +567,25 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let query = SearchQuery::parse(resource_type, &used)?;
+        let mut query = SearchQuery::parse(resource_type, &used)?;
+        if let Some(patient) = patient_compartment {
+            query.clauses.push(Clause::InPatientCompartment(patient.to_string()));
+        }
+        let mut shaping = Vec::new();
+        let mut includes = Vec::new();
+        for (k, v) in params {
+            match k.as_str() {
+                "_sort" => {
+                    query.sort.extend(parse_sort(resource_type, v)?);
+                    shaping.push((k.clone(), v.clone()));
+                }
+                "_include" | "_revinclude" | "_include:iterate" | "_revinclude:iterate" => {
+                    includes.push(parse_include(v, k.starts_with("_rev"), k.ends_with(":iterate"))?);
+                    shaping.push((k.clone(), v.clone()));
+                }
+                _ => {}
+            }
+        }
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let count = self.count_param(params, 50)?;
         let offset = match get("_offset") {
@@ -589,12 +611,17 @@ impl Engine {
         } else {
             self.store.search(&ctx.access, &query, page).await?
         };
-        let mut query_string: Vec<String> = used.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let included = self.includes(ctx, &includes, &result.items).await?;
+        let mut query_string: Vec<String> =
+            used.iter().chain(shaping.iter()).map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
         query_string.push(format!("_count={count}"));
         let link = |off: usize| {
             let mut q = query_string.clone();
             q.push(format!("_offset={off}"));
-            format!("{}/{resource_type}?{}", self.base, q.join("&"))
+            match patient_compartment {
+                Some(p) => format!("{}/Patient/{p}/{resource_type}?{}", self.base, q.join("&")),
+                None => format!("{}/{resource_type}?{}", self.base, q.join("&")),
+            }
         };
         let mut links = vec![("self", link(offset))];
         let more = match result.total {
@@ -621,12 +648,90 @@ impl Engine {
                 &json!({"search": {"mode": "match"}}),
             );
         }
+        for v in &included {
+            w.entry_raw(
+                Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)),
+                v.body.as_deref(),
+                &json!({"search": {"mode": "include"}}),
+            );
+        }
         if let Some(oo) = Self::ignored_params_outcome(&ignored) {
             w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));
         }
         Ok(Reply::raw(StatusCode::OK, w.finish()))
     }
+
+    /// `_include` and `_revinclude` (with `:iterate`, up to [`MAX_INCLUDE_ROUNDS`]): each is
+    /// a search of its own, so the caller's access predicate applies inside its SQL exactly
+    /// as it does to the primary search.
+    async fn includes(
+        &self,
+        ctx: &RequestContext,
+        includes: &[Include],
+        matches: &[StoredVersion],
+    ) -> Result<Vec<StoredVersion>, ApiError> {
+        let mut seen: std::collections::HashSet<(String, String)> =
+            matches.iter().map(|v| (v.resource_type.clone(), v.id.clone())).collect();
+        let mut out: Vec<StoredVersion> = Vec::new();
+        let mut frontier: Vec<StoredVersion> = matches.to_vec();
+        for round in 0..MAX_INCLUDE_ROUNDS {
+            let mut found = Vec::new();
+            for inc in includes.iter().filter(|i| round == 0 || i.iterate) {
+                let page = Page { offset: 0, limit: self.limits.max_count, with_total: false };
+                if inc.reverse {
+                    // Resources of source_type whose param points at a result.
+                    let mut by_type: std::collections::BTreeMap<&str, Vec<ReferenceValue>> = Default::default();
+                    for v in &frontier {
+                        by_type
+                            .entry(&v.resource_type)
+                            .or_default()
+                            .push(ReferenceValue::Typed { resource_type: v.resource_type.clone(), id: v.id.clone() });
+                    }
+                    if by_type.is_empty() {
+                        continue;
+                    }
+                    let values = by_type.into_values().flatten().collect();
+                    let q = SearchQuery {
+                        resource_type: inc.source_type.clone(),
+                        clauses: vec![Clause::Reference { param: inc.param.clone(), values }],
+                        sort: Vec::new(),
+                    };
+                    found.extend(self.store.search(&ctx.access, &q, page).await?.items);
+                } else {
+                    let source_ids: Vec<String> =
+                        frontier.iter().filter(|v| v.resource_type == inc.source_type).map(|v| v.id.clone()).collect();
+                    if source_ids.is_empty() {
+                        continue;
+                    }
+                    for target in &inc.target_types {
+                        let q = SearchQuery {
+                            resource_type: target.clone(),
+                            clauses: vec![Clause::ReferencedBy {
+                                source_type: inc.source_type.clone(),
+                                param: inc.param.clone(),
+                                source_ids: source_ids.clone(),
+                            }],
+                            sort: Vec::new(),
+                        };
+                        found.extend(self.store.search(&ctx.access, &q, page).await?.items);
+                    }
+                }
+            }
+            found.retain(|v| seen.insert((v.resource_type.clone(), v.id.clone())));
+            if found.is_empty() {
+                break;
+            }
+            out.extend(found.iter().cloned());
+            frontier = found;
+        }
+        Ok(out)
+    }
 }
+
+/// How many rounds `:iterate` follows references.
+const MAX_INCLUDE_ROUNDS: usize = 3;
+/// Parameters that shape a search result rather than filter it.
+const RESULT_SHAPING_PARAMS: &[&str] = &["_sort", "_include", "_revinclude", "_include:iterate", "_revinclude:iterate"];
 
 /// Percent-encodes a query component.
 pub fn encode(s: &str) -> String {

@@ -80,9 +80,11 @@ pub enum Interaction {
         level: HistoryLevel,
         params: Vec<(String, String)>,
     },
+    /// Type-level search, or a Patient compartment search (`Patient/[id]/[type]`).
     Search {
         resource_type: String,
         params: Vec<(String, String)>,
+        compartment: Option<String>,
     },
     /// `POST [base]` with a batch or transaction Bundle.
     Bundle {
@@ -168,7 +170,9 @@ pub fn parse(method: &str, path: &str, query: &str, body: Option<Body>) -> Resul
         (m, ["metadata"]) => Err(not_allowed(m, "metadata")),
         ("GET" | "HEAD", ["_history"]) => Ok(Interaction::History { level: HistoryLevel::System, params: params() }),
         (m, ["_history"]) => Err(not_allowed(m, "_history")),
-        ("GET" | "HEAD", [t]) => Ok(Interaction::Search { resource_type: resource_type(t)?, params: params() }),
+        ("GET" | "HEAD", [t]) => {
+            Ok(Interaction::Search { resource_type: resource_type(t)?, params: params(), compartment: None })
+        }
         ("POST", [t]) => Ok(Interaction::Create { resource_type: resource_type(t)?, body: resource_body(body)? }),
         ("PUT", [t]) => Ok(Interaction::Update {
             resource_type: resource_type(t)?,
@@ -181,7 +185,9 @@ pub fn parse(method: &str, path: &str, query: &str, body: Option<Body>) -> Resul
             patch: patch_body(body)?,
         }),
         ("DELETE", [t]) => Ok(Interaction::Delete { resource_type: resource_type(t)?, target: conditional("delete")? }),
-        ("POST", [t, "_search"]) => Ok(Interaction::Search { resource_type: resource_type(t)?, params: params() }),
+        ("POST", [t, "_search"]) => {
+            Ok(Interaction::Search { resource_type: resource_type(t)?, params: params(), compartment: None })
+        }
         ("GET" | "HEAD", [t, "_history"]) => Ok(Interaction::History {
             level: HistoryLevel::Type { resource_type: resource_type(t)? },
             params: params(),
@@ -203,6 +209,11 @@ pub fn parse(method: &str, path: &str, query: &str, body: Option<Body>) -> Resul
         ("GET" | "HEAD", [t, id, "_history"]) => Ok(Interaction::History {
             level: HistoryLevel::Instance { resource_type: resource_type(t)?, id: logical_id(id)? },
             params: params(),
+        }),
+        ("GET" | "HEAD", ["Patient", id, t]) if *t != "_history" => Ok(Interaction::Search {
+            resource_type: resource_type(t)?,
+            params: params(),
+            compartment: Some(logical_id(id)?),
         }),
         ("GET" | "HEAD", [t, id, "_history", v]) => {
             Ok(Interaction::VRead { resource_type: resource_type(t)?, id: logical_id(id)?, version: version(v)? })

@@ -5,7 +5,7 @@
 
 use bastion_fhir::definitions::SearchParamType;
 use bastion_search::query::{DatePrefix, DateValue, NumberValue, ReferenceValue, StringMode, SystemMatch, UriMode};
-use bastion_search::{AccessPredicate, Clause, SearchQuery, TokenValue};
+use bastion_search::{AccessPredicate, Clause, SearchQuery, SortBy, TokenValue};
 
 use crate::types::{HistoryLevel, HistoryQuery, Page};
 
@@ -262,6 +262,24 @@ fn push_clauses(sql: &mut Sql, query: &SearchQuery) {
                 }
                 sql.push("))");
             }
+            Clause::InPatientCompartment(patient) => {
+                sql.push("(EXISTS (SELECT 1 FROM compartments c2 WHERE c2.res_pk = r.pk AND c2.version_id = r.version_id AND c2.patient_id = ")
+                    .bind_text(patient)
+                    .push(")");
+                if query.resource_type == "Patient" {
+                    sql.push(" OR r.res_id = ").bind_text(patient);
+                }
+                sql.push(")");
+            }
+            Clause::ReferencedBy { source_type, param, source_ids } => {
+                sql.push("EXISTS (SELECT 1 FROM idx_reference x JOIN resources src ON src.pk = x.res_pk WHERE src.res_type = ")
+                    .bind_text(source_type)
+                    .push(" AND src.res_id IN ")
+                    .bind_list(source_ids)
+                    .push(" AND x.param = ")
+                    .bind_text(param)
+                    .push(" AND x.target_type = r.res_type AND x.target_id = r.res_id)");
+            }
             Clause::Missing { param, kind, missing } => {
                 let table = match kind {
                     SearchParamType::Token => "idx_token",
@@ -408,11 +426,62 @@ pub fn search(access: &AccessPredicate, query: &SearchQuery, page: Page) -> Sql 
     let mut sql = Sql::new("SELECT ");
     sql.push(VERSION_COLUMNS).push(CURRENT_JOIN);
     search_where(&mut sql, access, query);
-    sql.push(" ORDER BY r.pk LIMIT ")
-        .bind(SqlValue::Int(page.limit as i64))
-        .push(" OFFSET ")
-        .bind(SqlValue::Int(page.offset as i64));
+    push_order(&mut sql, query);
+    sql.push(" LIMIT ").bind(SqlValue::Int(page.limit as i64)).push(" OFFSET ").bind(SqlValue::Int(page.offset as i64));
     sql
+}
+
+/// The index column a sort key orders by, lowest (ascending) or highest (descending) of a
+/// resource's values.
+fn sort_expression(
+    code: &str,
+    kind: SearchParamType,
+    descending: bool,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    let agg = if descending { "MAX" } else { "MIN" };
+    let (table, column) = match kind {
+        SearchParamType::Date if descending => ("idx_date", "high"),
+        SearchParamType::Date => ("idx_date", "low"),
+        SearchParamType::String => ("idx_string", "normalized"),
+        SearchParamType::Token => ("idx_token", "code"),
+        SearchParamType::Reference => ("idx_reference", "url"),
+        SearchParamType::Number => ("idx_number", "value"),
+        SearchParamType::Quantity => ("idx_quantity", "value"),
+        SearchParamType::Uri => ("idx_uri", "value"),
+        _ => return None,
+    };
+    let _ = code;
+    Some((agg, table, column))
+}
+
+/// `ORDER BY` for `_sort`, missing values last in both directions, ties by insertion.
+fn push_order(sql: &mut Sql, query: &SearchQuery) {
+    sql.push(" ORDER BY ");
+    for key in &query.sort {
+        let dir = if key.descending { " DESC" } else { " ASC" };
+        match &key.by {
+            SortBy::Id => {
+                sql.push("r.res_id").push(dir).push(", ");
+            }
+            SortBy::LastUpdated => {
+                sql.push("v.last_updated").push(dir).push(", ");
+            }
+            SortBy::Param { code, kind } => {
+                if let Some((agg, table, column)) = sort_expression(code, *kind, key.descending) {
+                    for nulls_last in [true, false] {
+                        sql.push("(SELECT ").push(agg).push("(o.").push(column).push(") FROM ").push(table);
+                        sql.push(" o WHERE o.res_pk = r.pk AND o.param = ").bind_text(code).push(")");
+                        if nulls_last {
+                            sql.push(" IS NULL, ");
+                        } else {
+                            sql.push(dir).push(", ");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    sql.push("r.pk");
 }
 
 /// How many current resources match a search.

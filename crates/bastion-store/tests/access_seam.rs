@@ -64,7 +64,7 @@ async fn check_seam(store: Arc<dyn Store>) {
     assert!(store.vread(&p1, "Observation", "o-p2", 1).await.unwrap().is_none());
     assert!(store.vread(&p1, "Observation", "o-p1", 1).await.unwrap().is_some());
     // search, with a matching total
-    let all = SearchQuery { resource_type: "Observation".into(), clauses: vec![] };
+    let all = SearchQuery { resource_type: "Observation".into(), ..SearchQuery::default() };
     let page = store.search(&p1, &all, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.total, Some(1));
