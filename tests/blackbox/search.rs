@@ -255,3 +255,54 @@ both_backends!(patient_compartment_search, |srv| {
     let b = body(srv.get("Patient/muir/Observation").await).await;
     assert!(b["link"][0]["url"].as_str().unwrap().contains("/Patient/muir/Observation"));
 });
+
+both_backends!(chains_and_reverse_chains, |srv| {
+    clinic(&srv).await;
+    // one level, with and without the type
+    assert_eq!(ids(&srv, "Observation?subject:Patient.family=muir").await, vec!["o-e3"]);
+    assert_eq!(ids(&srv, "Observation?subject.family=mul").await, vec!["o-e1", "o-e2"]);
+    // two levels: observation -> encounter -> patient
+    assert_eq!(ids(&srv, "Observation?encounter.subject:Patient.birthdate=1982-01").await, vec!["o-e3"]);
+    // three levels
+    assert_eq!(
+        ids(&srv, "Observation?subject:Patient.general-practitioner:Practitioner.family=doc").await,
+        vec!["o-e1", "o-e2"]
+    );
+    // _has and nested _has
+    assert_eq!(ids(&srv, "Patient?_has:Observation:subject:encounter=Encounter/e3").await, vec!["muir"]);
+    assert_eq!(ids(&srv, "Patient?_has:Encounter:subject:date=2024").await, vec!["mueller"]);
+    assert_eq!(ids(&srv, "Patient?_has:Encounter:subject:_has:Observation:encounter:_id=o-e2").await, vec!["mueller"]);
+    // deleted targets do not match
+    srv.delete("Encounter/e3").await;
+    assert!(ids(&srv, "Observation?encounter.subject:Patient.birthdate=1982-01").await.is_empty());
+});
+
+both_backends!(chain_bad_input_is_400, |srv| {
+    for bad in [
+        "Observation?code.text=x",                    // not a reference parameter
+        "Observation?subject:Medication.code=x",      // not a target of subject
+        "Observation?subject:Patient.nonsense=x",     // unknown on the target
+        "Patient?_has:Observation:code:status=final", // not a reference
+        "Patient?_has:Observation:subject",           // malformed
+        "Observation?subject.birthdate=notadate",     // bad value at the end of the chain
+    ] {
+        assert_outcome(srv.get(bad).await, StatusCode::BAD_REQUEST).await;
+    }
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_deeper_than_the_configured_limit_is_400() {
+    let srv = Server::start_with(Backend::Sqlite, "[limits]\nmax_chain_depth = 2\n").await.unwrap();
+    assert_eq!(srv.get("Observation?encounter.subject:Patient.family=x").await.status(), StatusCode::OK);
+    let oo = assert_outcome(
+        srv.get("Observation?encounter.subject:Patient.general-practitioner:Practitioner.family=x").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(oo.to_string().contains("at most 2"));
+    assert_outcome(
+        srv.get("Patient?_has:Encounter:subject:_has:Observation:encounter:_has:Provenance:target:_id=x").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}

@@ -87,6 +87,21 @@ pub enum Clause {
         param: String,
         source_ids: Vec<String>,
     },
+    /// `param[:Type].rest`: a reference whose target (of one of `target_types`) matches
+    /// `inner`. Parsed once against the first target type; the rest of the chain is the same
+    /// parameter on each.
+    Chain {
+        param: String,
+        target_types: Vec<String>,
+        inner: Box<Clause>,
+    },
+    /// `_has:SourceType:param:inner`: some `source_type` resource refers to this one through
+    /// `param` and matches `inner`.
+    Has {
+        source_type: String,
+        param: String,
+        inner: Box<Clause>,
+    },
     /// `:missing=true` (`missing`) or `:missing=false`.
     Missing {
         param: String,
@@ -424,125 +439,18 @@ fn parse_token(param: &str, raw: &str) -> Result<TokenValue, SearchError> {
 impl SearchQuery {
     /// Parses `(name, value)` pairs (already percent-decoded) for `resource_type`.
     pub fn parse(resource_type: &str, params: &[(String, String)]) -> Result<SearchQuery, SearchError> {
+        Self::parse_limited(resource_type, params, DEFAULT_MAX_CHAIN_DEPTH)
+    }
+
+    /// As [`SearchQuery::parse`], with chains and `_has` at most `max_chain_depth` deep.
+    pub fn parse_limited(
+        resource_type: &str,
+        params: &[(String, String)],
+        max_chain_depth: usize,
+    ) -> Result<SearchQuery, SearchError> {
         let mut clauses = Vec::new();
         for (name, value) in params {
-            let (code, modifier) = match name.split_once(':') {
-                Some((c, m)) => (c, Some(m)),
-                None => (name.as_str(), None),
-            };
-            let def = definitions::search_param(resource_type, code).ok_or_else(|| SearchError::UnknownParameter {
-                resource_type: resource_type.into(),
-                param: code.into(),
-            })?;
-            let alternatives = split_escaped(value, ',');
-            if alternatives.iter().any(String::is_empty) {
-                return Err(SearchError::InvalidValue { param: code.into(), reason: "empty value".into() });
-            }
-            let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
-            if modifier == Some("missing") {
-                let missing = match value.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(SearchError::InvalidValue {
-                            param: code.into(),
-                            reason: ":missing takes true or false".into(),
-                        });
-                    }
-                };
-                if !crate::index::is_indexed_kind(def.kind) || code.starts_with('_') {
-                    return Err(unsupported("missing"));
-                }
-                clauses.push(Clause::Missing { param: code.into(), kind: def.kind, missing });
-                continue;
-            }
-            if code == "_id" {
-                if let Some(m) = modifier {
-                    return Err(unsupported(m));
-                }
-                let ids: Vec<String> = alternatives.iter().map(|a| unescape(a)).collect();
-                if let Some(bad) = ids.iter().find(|i| !bastion_fhir::primitives::is_valid_id(i)) {
-                    return Err(SearchError::InvalidValue {
-                        param: code.into(),
-                        reason: format!("'{bad}' is not a valid id"),
-                    });
-                }
-                clauses.push(Clause::Id(ids));
-                continue;
-            }
-            match (def.kind, modifier) {
-                (SearchParamType::Token, None) => {
-                    let values = alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>()?;
-                    clauses.push(Clause::Token { param: code.into(), values });
-                }
-                (SearchParamType::String, m @ (None | Some("exact") | Some("contains"))) => {
-                    let mode = match m {
-                        Some("exact") => StringMode::Exact,
-                        Some("contains") => StringMode::Contains,
-                        _ => StringMode::StartsWith,
-                    };
-                    let values = alternatives
-                        .iter()
-                        .map(|a| {
-                            let v = unescape(a);
-                            if mode == StringMode::Exact { v } else { crate::index::normalize_string(&v) }
-                        })
-                        .collect();
-                    clauses.push(Clause::String { param: code.into(), mode, values });
-                }
-                (SearchParamType::Date, None) => {
-                    let values = alternatives.iter().map(|a| parse_date(code, a)).collect::<Result<Vec<_>, _>>()?;
-                    if code == "_lastUpdated" {
-                        clauses.push(Clause::LastUpdated(values));
-                    } else {
-                        clauses.push(Clause::Date { param: code.into(), values });
-                    }
-                }
-                (SearchParamType::Reference, m) => {
-                    if let Some(t) = m
-                        && !definitions::is_resource_type(t)
-                    {
-                        return Err(unsupported(t));
-                    }
-                    let values = alternatives
-                        .iter()
-                        .map(|a| parse_reference(code, &unescape(a), m, &def.targets))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    clauses.push(Clause::Reference { param: code.into(), values });
-                }
-                (SearchParamType::Number, None) => {
-                    let values = alternatives.iter().map(|a| parse_number(code, a)).collect::<Result<Vec<_>, _>>()?;
-                    clauses.push(Clause::Number { param: code.into(), values });
-                }
-                (SearchParamType::Quantity, None) => {
-                    let values = alternatives.iter().map(|a| parse_quantity(code, a)).collect::<Result<Vec<_>, _>>()?;
-                    clauses.push(Clause::Quantity { param: code.into(), values });
-                }
-                (SearchParamType::Uri, m @ (None | Some("below") | Some("above"))) => {
-                    let mode = match m {
-                        Some("below") => UriMode::Below,
-                        Some("above") => UriMode::Above,
-                        _ => UriMode::Exact,
-                    };
-                    clauses.push(Clause::Uri {
-                        param: code.into(),
-                        mode,
-                        values: alternatives.iter().map(|a| unescape(a)).collect(),
-                    });
-                }
-                (
-                    SearchParamType::Token
-                    | SearchParamType::String
-                    | SearchParamType::Date
-                    | SearchParamType::Number
-                    | SearchParamType::Quantity
-                    | SearchParamType::Uri,
-                    Some(m),
-                ) => {
-                    return Err(unsupported(m));
-                }
-                _ => return Err(SearchError::UnsupportedParameter { param: code.into() }),
-            }
+            clauses.push(parse_param(resource_type, name, value, 0, max_chain_depth)?);
         }
         Ok(SearchQuery { resource_type: resource_type.into(), clauses, sort: Vec::new() })
     }
@@ -591,6 +499,216 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How deep chains and `_has` go unless configured otherwise.
+pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 4;
+
+/// One parameter: `_has:...`, a chain `ref[:Type].param`, or a plain parameter.
+fn parse_param(resource_type: &str, name: &str, value: &str, depth: usize, max: usize) -> Result<Clause, SearchError> {
+    let too_deep = || SearchError::InvalidValue {
+        param: name.into(),
+        reason: format!("chains and _has may be at most {max} levels deep"),
+    };
+    if let Some(rest) = name.strip_prefix("_has:") {
+        if depth >= max {
+            return Err(too_deep());
+        }
+        // _has:SourceType:param:inner
+        let mut parts = rest.splitn(3, ':');
+        let (Some(source), Some(param), Some(inner)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(SearchError::InvalidValue {
+                param: name.into(),
+                reason: "_has takes _has:Type:reference-parameter:parameter".into(),
+            });
+        };
+        let def = definitions::search_param(source, param)
+            .filter(|d| d.kind == SearchParamType::Reference)
+            .ok_or_else(|| SearchError::InvalidValue {
+                param: name.into(),
+                reason: format!("'{source}:{param}' is not a reference parameter"),
+            })?;
+        if !def.targets.iter().any(|t| t == resource_type || t == "Resource") {
+            return Err(SearchError::InvalidValue {
+                param: name.into(),
+                reason: format!("{source}.{param} cannot refer to {resource_type}"),
+            });
+        }
+        let inner = parse_param(source, inner, value, depth + 1, max)?;
+        return Ok(Clause::Has { source_type: source.into(), param: param.into(), inner: Box::new(inner) });
+    }
+    if let Some((head, rest)) = name.split_once('.') {
+        if depth >= max {
+            return Err(too_deep());
+        }
+        let (code, type_modifier) = match head.split_once(':') {
+            Some((c, t)) => (c, Some(t)),
+            None => (head, None),
+        };
+        let def = definitions::search_param(resource_type, code)
+            .ok_or_else(|| SearchError::UnknownParameter { resource_type: resource_type.into(), param: code.into() })?;
+        if def.kind != SearchParamType::Reference {
+            return Err(SearchError::InvalidValue {
+                param: name.into(),
+                reason: format!("'{code}' is not a reference parameter: it cannot be chained"),
+            });
+        }
+        let candidates: Vec<String> = match type_modifier {
+            Some(t) if def.targets.iter().any(|x| x == t) => vec![t.to_string()],
+            Some(t) => {
+                return Err(SearchError::InvalidValue {
+                    param: name.into(),
+                    reason: format!("'{code}' cannot refer to {t}"),
+                });
+            }
+            None => def.targets.iter().filter(|t| definitions::is_resource_type(t)).cloned().collect(),
+        };
+        // Every target type on which the rest of the chain is a parameter.
+        let mut targets = Vec::new();
+        let mut inner = None;
+        let mut last_err = None;
+        for t in candidates {
+            match parse_param(&t, rest, value, depth + 1, max) {
+                Ok(c) => {
+                    inner.get_or_insert(c);
+                    targets.push(t);
+                }
+                Err(e @ SearchError::UnknownParameter { .. }) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // An unknown parameter inside a chain is an error, not a parameter to ignore:
+        // ignoring it would widen the chain to every target.
+        let Some(inner) = inner else {
+            let reason = match last_err {
+                Some(SearchError::UnknownParameter { param, .. }) => {
+                    format!("'{param}' is not a parameter of what '{code}' refers to")
+                }
+                _ => format!("'{rest}' cannot be searched through '{code}'"),
+            };
+            return Err(SearchError::InvalidValue { param: name.into(), reason });
+        };
+        return Ok(Clause::Chain { param: code.into(), target_types: targets, inner: Box::new(inner) });
+    }
+    let mut out = Vec::new();
+    parse_simple(resource_type, name, value, &mut out)?;
+    out.pop().ok_or(SearchError::Empty)
+}
+
+fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<Clause>) -> Result<(), SearchError> {
+    let (code, modifier) = match name.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (name, None),
+    };
+    let def = definitions::search_param(resource_type, code)
+        .ok_or_else(|| SearchError::UnknownParameter { resource_type: resource_type.into(), param: code.into() })?;
+    let alternatives = split_escaped(value, ',');
+    if alternatives.iter().any(String::is_empty) {
+        return Err(SearchError::InvalidValue { param: code.into(), reason: "empty value".into() });
+    }
+    let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
+    if modifier == Some("missing") {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(SearchError::InvalidValue {
+                    param: code.into(),
+                    reason: ":missing takes true or false".into(),
+                });
+            }
+        };
+        if !crate::index::is_indexed_kind(def.kind) || code.starts_with('_') {
+            return Err(unsupported("missing"));
+        }
+        clauses.push(Clause::Missing { param: code.into(), kind: def.kind, missing });
+        return Ok(());
+    }
+    if code == "_id" {
+        if let Some(m) = modifier {
+            return Err(unsupported(m));
+        }
+        let ids: Vec<String> = alternatives.iter().map(|a| unescape(a)).collect();
+        if let Some(bad) = ids.iter().find(|i| !bastion_fhir::primitives::is_valid_id(i)) {
+            return Err(SearchError::InvalidValue { param: code.into(), reason: format!("'{bad}' is not a valid id") });
+        }
+        clauses.push(Clause::Id(ids));
+        return Ok(());
+    }
+    match (def.kind, modifier) {
+        (SearchParamType::Token, None) => {
+            let values = alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>()?;
+            clauses.push(Clause::Token { param: code.into(), values });
+        }
+        (SearchParamType::String, m @ (None | Some("exact") | Some("contains"))) => {
+            let mode = match m {
+                Some("exact") => StringMode::Exact,
+                Some("contains") => StringMode::Contains,
+                _ => StringMode::StartsWith,
+            };
+            let values = alternatives
+                .iter()
+                .map(|a| {
+                    let v = unescape(a);
+                    if mode == StringMode::Exact { v } else { crate::index::normalize_string(&v) }
+                })
+                .collect();
+            clauses.push(Clause::String { param: code.into(), mode, values });
+        }
+        (SearchParamType::Date, None) => {
+            let values = alternatives.iter().map(|a| parse_date(code, a)).collect::<Result<Vec<_>, _>>()?;
+            if code == "_lastUpdated" {
+                clauses.push(Clause::LastUpdated(values));
+            } else {
+                clauses.push(Clause::Date { param: code.into(), values });
+            }
+        }
+        (SearchParamType::Reference, m) => {
+            if let Some(t) = m
+                && !definitions::is_resource_type(t)
+            {
+                return Err(unsupported(t));
+            }
+            let values = alternatives
+                .iter()
+                .map(|a| parse_reference(code, &unescape(a), m, &def.targets))
+                .collect::<Result<Vec<_>, _>>()?;
+            clauses.push(Clause::Reference { param: code.into(), values });
+        }
+        (SearchParamType::Number, None) => {
+            let values = alternatives.iter().map(|a| parse_number(code, a)).collect::<Result<Vec<_>, _>>()?;
+            clauses.push(Clause::Number { param: code.into(), values });
+        }
+        (SearchParamType::Quantity, None) => {
+            let values = alternatives.iter().map(|a| parse_quantity(code, a)).collect::<Result<Vec<_>, _>>()?;
+            clauses.push(Clause::Quantity { param: code.into(), values });
+        }
+        (SearchParamType::Uri, m @ (None | Some("below") | Some("above"))) => {
+            let mode = match m {
+                Some("below") => UriMode::Below,
+                Some("above") => UriMode::Above,
+                _ => UriMode::Exact,
+            };
+            clauses.push(Clause::Uri {
+                param: code.into(),
+                mode,
+                values: alternatives.iter().map(|a| unescape(a)).collect(),
+            });
+        }
+        (
+            SearchParamType::Token
+            | SearchParamType::String
+            | SearchParamType::Date
+            | SearchParamType::Number
+            | SearchParamType::Quantity
+            | SearchParamType::Uri,
+            Some(m),
+        ) => {
+            return Err(unsupported(m));
+        }
+        _ => return Err(SearchError::UnsupportedParameter { param: code.into() }),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

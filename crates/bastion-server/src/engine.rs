@@ -557,7 +557,7 @@ impl Engine {
                 continue;
             }
             let one = [(k.clone(), v.clone())];
-            match SearchQuery::parse(resource_type, &one) {
+            match SearchQuery::parse_limited(resource_type, &one, self.limits.max_chain_depth) {
                 Ok(_) => used.push((k.clone(), v.clone())),
                 // Unknown parameters are ignored (and reported) unless strict; an unknown
                 // modifier is always an error, since ignoring it would change the meaning.
@@ -567,7 +567,7 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut query = SearchQuery::parse(resource_type, &used)?;
+        let mut query = SearchQuery::parse_limited(resource_type, &used, self.limits.max_chain_depth)?;
         if let Some(patient) = patient_compartment {
             query.clauses.push(Clause::InPatientCompartment(patient.to_string()));
         }

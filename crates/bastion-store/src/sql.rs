@@ -80,6 +80,12 @@ pub const VERSION_COLUMNS: &str =
 
 /// Appends the access predicate over the version row aliased `v`.
 pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
+    push_access_as(sql, access, "v")
+}
+
+/// The access predicate over the version row aliased `v` (a chain's target has its own).
+fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
+    let a = Alias { r: String::new(), v: v.to_string() };
     match access {
         AccessPredicate::AllowAll => {
             sql.push("1 = 1");
@@ -91,9 +97,9 @@ pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
             sql.push("1 = 0");
         }
         AccessPredicate::PatientCompartment(patients) => {
-            sql.push("((v.res_type = 'Patient' AND v.res_id IN ");
+            sql.pusha("(({v}.res_type = 'Patient' AND {v}.res_id IN ", &a);
             sql.bind_list(patients);
-            sql.push(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = v.res_pk AND c.version_id = v.version_id AND c.patient_id IN ");
+            sql.pusha(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND c.patient_id IN ", &a);
             sql.bind_list(patients);
             sql.push("))");
         }
@@ -121,178 +127,233 @@ fn push_token_value(sql: &mut Sql, t: &TokenValue) {
     }
 }
 
+/// Table aliases of the current row (`r`) and its version row (`v`) that a clause tests.
+pub struct Alias {
+    r: String,
+    v: String,
+}
+
+impl Sql {
+    /// Pushes SQL text written with `{r}` / `{v}` for the aliases in scope.
+    fn pusha(&mut self, template: &str, a: &Alias) -> &mut Self {
+        let text = template.replace("{r}", &a.r).replace("{v}", &a.v);
+        self.push(&text)
+    }
+}
+
 /// Appends the search clauses over the current-resource row aliased `r`.
-fn push_clauses(sql: &mut Sql, query: &SearchQuery) {
+fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate) {
+    let top = Alias { r: "r".into(), v: "v".into() };
     for clause in &query.clauses {
         sql.push(" AND ");
-        match clause {
-            Clause::Id(ids) => {
-                sql.push("r.res_id IN ").bind_list(ids);
-            }
-            Clause::Token { param, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = r.pk AND t.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    push_token_value(sql, v);
+        push_clause(sql, clause, &query.resource_type, access, &top, 0);
+    }
+}
+
+/// One clause over the rows aliased in `a`. Chains and `_has` open a subquery on other rows,
+/// aliased by depth, and apply the caller's access predicate to those rows too: a chain never
+/// matches through a resource the caller may not see.
+fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &AccessPredicate, a: &Alias, depth: usize) {
+    match clause {
+        Clause::Id(ids) => {
+            sql.pusha("{r}.res_id IN ", a).bind_list(ids);
+        }
+        Clause::Token { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {r}.pk AND t.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
                 }
-                sql.push("))");
+                push_token_value(sql, v);
             }
-            Clause::String { param, mode, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_string s WHERE s.res_pk = r.pk AND s.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    match mode {
-                        StringMode::Exact => sql.push("s.exact = ").bind_text(v),
-                        StringMode::StartsWith => sql
-                            .push("s.normalized LIKE ")
-                            .bind_text(&format!("{}%", like_escape(v)))
-                            .push(" ESCAPE '\\'"),
-                        StringMode::Contains => sql
-                            .push("s.normalized LIKE ")
-                            .bind_text(&format!("%{}%", like_escape(v)))
-                            .push(" ESCAPE '\\'"),
-                    };
+            sql.push("))");
+        }
+        Clause::String { param, mode, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_string s WHERE s.res_pk = {r}.pk AND s.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
                 }
-                sql.push("))");
-            }
-            Clause::Date { param, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_date d WHERE d.res_pk = r.pk AND d.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
+                match mode {
+                    StringMode::Exact => sql.push("s.exact = ").bind_text(v),
+                    StringMode::StartsWith => {
+                        sql.push("s.normalized LIKE ").bind_text(&format!("{}%", like_escape(v))).push(" ESCAPE '\\'")
                     }
-                    push_date(sql, v, "d.low", "d.high");
-                }
-                sql.push("))");
+                    StringMode::Contains => {
+                        sql.push("s.normalized LIKE ").bind_text(&format!("%{}%", like_escape(v))).push(" ESCAPE '\\'")
+                    }
+                };
             }
-            Clause::LastUpdated(values) => {
+            sql.push("))");
+        }
+        Clause::Date { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_date d WHERE d.res_pk = {r}.pk AND d.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                push_date(sql, v, "d.low", "d.high");
+            }
+            sql.push("))");
+        }
+        Clause::LastUpdated(values) => {
+            sql.push("(");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                push_date(sql, v, &format!("{}.last_updated", a.v), &format!("{}.last_updated", a.v));
+            }
+            sql.push(")");
+        }
+        Clause::Reference { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_reference x WHERE x.res_pk = {r}.pk AND x.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                match v {
+                    ReferenceValue::Typed { resource_type, id } => sql
+                        .push("(x.target_type = ")
+                        .bind_text(resource_type)
+                        .push(" AND x.target_id = ")
+                        .bind_text(id)
+                        .push(")"),
+                    ReferenceValue::Id(id) => sql.push("x.target_id = ").bind_text(id),
+                    ReferenceValue::Url(url) => sql.push("x.url = ").bind_text(url),
+                };
+            }
+            sql.push("))");
+        }
+        Clause::Number { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_number n WHERE n.res_pk = {r}.pk AND n.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                push_number(sql, v, "n.value");
+            }
+            sql.push("))");
+        }
+        Clause::Quantity { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_quantity q WHERE q.res_pk = {r}.pk AND q.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
                 sql.push("(");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
+                push_number(sql, &v.number, "q.value");
+                match (&v.system, &v.code) {
+                    (Some(system), Some(code)) => {
+                        sql.push(" AND q.system = ").bind_text(system).push(" AND q.code = ").bind_text(code);
                     }
-                    push_date(sql, v, "v.last_updated", "v.last_updated");
+                    (None, Some(code)) => {
+                        sql.push(" AND (q.code = ").bind_text(code).push(" OR q.unit = ").bind_text(code).push(")");
+                    }
+                    (Some(system), None) => {
+                        sql.push(" AND q.system = ").bind_text(system);
+                    }
+                    (None, None) => {}
                 }
                 sql.push(")");
             }
-            Clause::Reference { param, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_reference x WHERE x.res_pk = r.pk AND x.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    match v {
-                        ReferenceValue::Typed { resource_type, id } => sql
-                            .push("(x.target_type = ")
-                            .bind_text(resource_type)
-                            .push(" AND x.target_id = ")
-                            .bind_text(id)
-                            .push(")"),
-                        ReferenceValue::Id(id) => sql.push("x.target_id = ").bind_text(id),
-                        ReferenceValue::Url(url) => sql.push("x.url = ").bind_text(url),
-                    };
+            sql.push("))");
+        }
+        Clause::Uri { param, mode, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_uri u WHERE u.res_pk = {r}.pk AND u.param = ", a)
+                .bind_text(param)
+                .push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
                 }
-                sql.push("))");
-            }
-            Clause::Number { param, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_number n WHERE n.res_pk = r.pk AND n.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
+                match mode {
+                    UriMode::Exact => sql.push("u.value = ").bind_text(v),
+                    UriMode::Below => {
+                        sql.push("u.value LIKE ").bind_text(&format!("{}%", like_escape(v))).push(" ESCAPE '\\'")
                     }
-                    push_number(sql, v, "n.value");
-                }
-                sql.push("))");
+                    UriMode::Above => sql.push("substr(").bind_text(v).push(", 1, length(u.value)) = u.value"),
+                };
             }
-            Clause::Quantity { param, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_quantity q WHERE q.res_pk = r.pk AND q.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    sql.push("(");
-                    push_number(sql, &v.number, "q.value");
-                    match (&v.system, &v.code) {
-                        (Some(system), Some(code)) => {
-                            sql.push(" AND q.system = ").bind_text(system).push(" AND q.code = ").bind_text(code);
-                        }
-                        (None, Some(code)) => {
-                            sql.push(" AND (q.code = ").bind_text(code).push(" OR q.unit = ").bind_text(code).push(")");
-                        }
-                        (Some(system), None) => {
-                            sql.push(" AND q.system = ").bind_text(system);
-                        }
-                        (None, None) => {}
-                    }
-                    sql.push(")");
-                }
-                sql.push("))");
-            }
-            Clause::Uri { param, mode, values } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_uri u WHERE u.res_pk = r.pk AND u.param = ")
-                    .bind_text(param)
-                    .push(" AND (");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(" OR ");
-                    }
-                    match mode {
-                        UriMode::Exact => sql.push("u.value = ").bind_text(v),
-                        UriMode::Below => {
-                            sql.push("u.value LIKE ").bind_text(&format!("{}%", like_escape(v))).push(" ESCAPE '\\'")
-                        }
-                        UriMode::Above => sql.push("substr(").bind_text(v).push(", 1, length(u.value)) = u.value"),
-                    };
-                }
-                sql.push("))");
-            }
-            Clause::InPatientCompartment(patient) => {
-                sql.push("(EXISTS (SELECT 1 FROM compartments c2 WHERE c2.res_pk = r.pk AND c2.version_id = r.version_id AND c2.patient_id = ")
+            sql.push("))");
+        }
+        Clause::InPatientCompartment(patient) => {
+            sql.pusha("(EXISTS (SELECT 1 FROM compartments c2 WHERE c2.res_pk = {r}.pk AND c2.version_id = {r}.version_id AND c2.patient_id = ", a)
                     .bind_text(patient)
                     .push(")");
-                if query.resource_type == "Patient" {
-                    sql.push(" OR r.res_id = ").bind_text(patient);
-                }
-                sql.push(")");
+            if resource_type == "Patient" {
+                sql.pusha(" OR {r}.res_id = ", a).bind_text(patient);
             }
-            Clause::ReferencedBy { source_type, param, source_ids } => {
-                sql.push("EXISTS (SELECT 1 FROM idx_reference x JOIN resources src ON src.pk = x.res_pk WHERE src.res_type = ")
-                    .bind_text(source_type)
-                    .push(" AND src.res_id IN ")
-                    .bind_list(source_ids)
-                    .push(" AND x.param = ")
-                    .bind_text(param)
-                    .push(" AND x.target_type = r.res_type AND x.target_id = r.res_id)");
-            }
-            Clause::Missing { param, kind, missing } => {
-                let table = match kind {
-                    SearchParamType::Token => "idx_token",
-                    SearchParamType::String => "idx_string",
-                    SearchParamType::Date => "idx_date",
-                    SearchParamType::Number => "idx_number",
-                    SearchParamType::Quantity => "idx_quantity",
-                    SearchParamType::Uri => "idx_uri",
-                    _ => "idx_reference",
-                };
-                sql.push(if *missing { "NOT EXISTS (SELECT 1 FROM " } else { "EXISTS (SELECT 1 FROM " });
-                sql.push(table).push(" m WHERE m.res_pk = r.pk AND m.param = ").bind_text(param).push(")");
-            }
+            sql.push(")");
+        }
+        Clause::ReferencedBy { source_type, param, source_ids } => {
+            sql.push(
+                "EXISTS (SELECT 1 FROM idx_reference x JOIN resources src ON src.pk = x.res_pk WHERE src.res_type = ",
+            )
+            .bind_text(source_type)
+            .push(" AND src.res_id IN ")
+            .bind_list(source_ids)
+            .push(" AND x.param = ")
+            .bind_text(param)
+            .pusha(" AND x.target_type = {r}.res_type AND x.target_id = {r}.res_id)", a);
+        }
+        Clause::Missing { param, kind, missing } => {
+            let table = match kind {
+                SearchParamType::Token => "idx_token",
+                SearchParamType::String => "idx_string",
+                SearchParamType::Date => "idx_date",
+                SearchParamType::Number => "idx_number",
+                SearchParamType::Quantity => "idx_quantity",
+                SearchParamType::Uri => "idx_uri",
+                _ => "idx_reference",
+            };
+            sql.push(if *missing { "NOT EXISTS (SELECT 1 FROM " } else { "EXISTS (SELECT 1 FROM " });
+            sql.push(table).pusha(" m WHERE m.res_pk = {r}.pk AND m.param = ", a).bind_text(param).push(")");
+        }
+        Clause::Chain { param, target_types, inner } => {
+            let n = depth + 1;
+            let inner_alias = Alias { r: format!("r{n}"), v: format!("v{n}") };
+            let t = &inner_alias;
+            sql.push("EXISTS (SELECT 1 FROM idx_reference ").push(&format!("x{n}"));
+            sql.pusha(" JOIN resources {r} ON {r}.res_type = ", t).push(&format!("x{n}.target_type"));
+            sql.pusha(" AND {r}.res_id = ", t).push(&format!("x{n}.target_id"));
+            sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
+            sql.push(&format!(" WHERE x{n}.res_pk = ")).pusha("{r}.pk", a);
+            sql.push(&format!(" AND x{n}.param = ")).bind_text(param);
+            sql.pusha(" AND {r}.deleted = 0 AND {r}.res_type IN ", t).bind_list(target_types);
+            sql.push(" AND ");
+            push_clause(sql, inner, &target_types[0], access, t, n);
+            sql.push(" AND ");
+            push_access_as(sql, access, &t.v);
+            sql.push(")");
+        }
+        Clause::Has { source_type, param, inner } => {
+            let n = depth + 1;
+            let inner_alias = Alias { r: format!("r{n}"), v: format!("v{n}") };
+            let t = &inner_alias;
+            sql.pusha("EXISTS (SELECT 1 FROM resources {r} JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
+            sql.push(&format!(" JOIN idx_reference x{n} ON x{n}.res_pk = ")).pusha("{r}.pk", t);
+            sql.pusha(" WHERE {r}.res_type = ", t).bind_text(source_type).pusha(" AND {r}.deleted = 0", t);
+            sql.push(&format!(" AND x{n}.param = ")).bind_text(param);
+            sql.push(&format!(" AND x{n}.target_type = ")).pusha("{r}.res_type", a);
+            sql.push(&format!(" AND x{n}.target_id = ")).pusha("{r}.res_id", a);
+            sql.push(" AND ");
+            push_clause(sql, inner, source_type, access, t, n);
+            sql.push(" AND ");
+            push_access_as(sql, access, &t.v);
+            sql.push(")");
         }
     }
 }
@@ -416,7 +477,7 @@ const CURRENT_JOIN: &str = " FROM resources r JOIN resource_versions v ON v.res_
 
 fn search_where(sql: &mut Sql, access: &AccessPredicate, query: &SearchQuery) {
     sql.push(" WHERE r.res_type = ").bind_text(&query.resource_type).push(" AND r.deleted = 0");
-    push_clauses(sql, query);
+    push_clauses(sql, query, access);
     sql.push(" AND ");
     push_access(sql, access);
 }

@@ -74,6 +74,23 @@ async fn check_seam(store: Arc<dyn Store>) {
     let none =
         store.search(&AccessPredicate::DenyAll, &all, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
     assert_eq!(none.total, Some(0));
+    // a chain does not reach through a resource outside the predicate
+    let chained = SearchQuery::parse("Observation", &[("subject:Patient._id".into(), "p2".into())]).unwrap();
+    let page = store.search(&p1, &chained, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
+    assert_eq!(page.total, Some(0));
+    let patients_by_obs =
+        SearchQuery::parse("Patient", &[("_has:Observation:subject:_id".into(), "o-p2".into())]).unwrap();
+    let page = store
+        .search(
+            &AccessPredicate::PatientCompartment(vec!["p2".into()]),
+            &patients_by_obs,
+            Page { offset: 0, limit: 10, with_total: true },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.total, Some(1));
+    let page = store.search(&p1, &patients_by_obs, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
+    assert_eq!(page.total, Some(0), "_has does not reach through a hidden resource");
     // history at every level
     for level in [HistoryLevel::System, HistoryLevel::Type { resource_type: "Observation".into() }] {
         let h = store
