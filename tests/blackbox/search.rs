@@ -306,3 +306,34 @@ async fn chain_deeper_than_the_configured_limit_is_400() {
     )
     .await;
 }
+
+both_backends!(paging_follows_signed_next_links_and_refuses_tampered_tokens, |srv| {
+    for i in 0..7 {
+        put(&srv, json!({"resourceType": "Patient", "id": format!("pg{i}"), "gender": "other"})).await;
+    }
+    let mut seen = Vec::new();
+    let mut url = srv.url("Patient?gender=other&_count=3&_sort=_id");
+    let mut last_next = String::new();
+    for _ in 0..10 {
+        let b = body(srv.client.get(&url).send().await.unwrap()).await;
+        assert_eq!(b["total"], 7);
+        seen.extend(b["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().to_string()));
+        match b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") {
+            Some(n) => {
+                url = n["url"].as_str().unwrap().to_string();
+                last_next = url.clone();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("pg{i}")).collect::<Vec<_>>());
+    // the token is opaque: changing it, or using it for another search, is refused
+    let token = last_next.split("_page=").nth(1).unwrap().to_string();
+    let (_, sig) = token.split_once('.').unwrap();
+    let tampered = last_next.replace(&token, &format!("0.{sig}"));
+    assert_outcome(srv.client.get(&tampered).send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let other_query = last_next.replace("gender=other", "gender=male");
+    assert_outcome(srv.client.get(&other_query).send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert_outcome(srv.get("Patient?gender=other&_count=3&_sort=_id&_page=garbage").await, StatusCode::BAD_REQUEST)
+        .await;
+});

@@ -101,6 +101,7 @@ fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, entry: &V
         },
         prefer_return: parent.prefer_return,
         strict: parent.strict,
+        caller: parent.caller.clone(),
     };
     let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
     Ok(Entry { index, full_url, interaction, ctx })

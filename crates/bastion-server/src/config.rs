@@ -36,11 +36,13 @@ pub struct ServerConfig {
     pub listen: String,
     /// Defaults to `http://{listen}` (with the real port when `listen` asks for port 0).
     pub public_url: Option<String>,
+    /// Where the server keeps its keys (and, by default, its SQLite database).
+    pub data_dir: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: None }
+        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: None, data_dir: "bastion-data".into() }
     }
 }
 

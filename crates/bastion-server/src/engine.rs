@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::interaction::{Conditions, Interaction, PreferReturn, Target, parse_etag};
+use crate::paging::PageSigner;
 
 /// Who is asking and how: everything about a request except the interaction itself.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct RequestContext {
     pub prefer_return: PreferReturn,
     /// `Prefer: handling=strict`.
     pub strict: bool,
+    /// Who is asking, as paging tokens are bound to it ("anonymous" until authentication).
+    pub caller: String,
 }
 
 impl RequestContext {
@@ -40,6 +43,7 @@ impl RequestContext {
             conditions: Conditions::default(),
             prefer_return: PreferReturn::default(),
             strict: false,
+            caller: "anonymous".into(),
         }
     }
 }
@@ -122,17 +126,18 @@ pub struct Engine {
     pub base: String,
     pub limits: LimitsConfig,
     capability: Vec<u8>,
+    pages: PageSigner,
 }
 
 /// Result parameters of search (never part of the query itself).
-const SEARCH_RESULT_PARAMS: &[&str] = &["_count", "_offset", "_total", "_format", "_pretty"];
+const SEARCH_RESULT_PARAMS: &[&str] = &["_count", "_page", "_total", "_format", "_pretty"];
 /// Parameters recognised but not supported yet; lenient mode ignores them with a warning.
 const HISTORY_PARAMS: &[&str] = &["_count", "_since", "_format", "_pretty", "_page_before", "_page_max"];
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, base: String, limits: LimitsConfig) -> Self {
+    pub fn new(store: Arc<dyn Store>, base: String, limits: LimitsConfig, pages: PageSigner) -> Self {
         let capability = serde_json::to_vec(&crate::capability::capability_statement(&base)).unwrap_or_default();
-        Engine { store, base, limits, capability }
+        Engine { store, base, limits, capability, pages }
     }
 
     fn validation_limits(&self) -> ValidationLimits {
@@ -588,12 +593,6 @@ impl Engine {
         }
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let count = self.count_param(params, 50)?;
-        let offset = match get("_offset") {
-            None => 0,
-            Some(v) => v
-                .parse::<usize>()
-                .map_err(|_| ApiError::invalid(IssueType::Invalid, "_offset must be a non-negative integer", None))?,
-        };
         let with_total = match get("_total") {
             None | Some("accurate") | Some("estimate") => true,
             Some("none") => false,
@@ -605,6 +604,23 @@ impl Engine {
                 ));
             }
         };
+        // What the paging token is bound to: everything that selects or shapes the result.
+        let mut bound: Vec<(String, String)> = used.iter().chain(shaping.iter()).cloned().collect();
+        bound.push(("_count".into(), count.to_string()));
+        if let Some(t) = get("_total") {
+            bound.push(("_total".into(), t.to_string()));
+        }
+        let query_string =
+            bound.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
+        let mut canonical: Vec<String> = bound.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        canonical.sort();
+        let canonical = format!("{}|{resource_type}?{}", patient_compartment.unwrap_or(""), canonical.join("&"));
+        let offset = match get("_page") {
+            None => 0,
+            Some(token) => self.pages.verify(&ctx.caller, &canonical, token).ok_or_else(|| {
+                ApiError::invalid(IssueType::Invalid, "the paging token is not valid for this search", Some("_page"))
+            })?,
+        };
         let page = Page { offset, limit: count, with_total };
         let result = if count == 0 && !with_total {
             bastion_store::SearchPage { items: Vec::new(), total: None }
@@ -612,15 +628,14 @@ impl Engine {
             self.store.search(&ctx.access, &query, page).await?
         };
         let included = self.includes(ctx, &includes, &result.items).await?;
-        let mut query_string: Vec<String> =
-            used.iter().chain(shaping.iter()).map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
-        query_string.push(format!("_count={count}"));
         let link = |off: usize| {
             let mut q = query_string.clone();
-            q.push(format!("_offset={off}"));
+            if off > 0 {
+                q.push_str(&format!("&_page={}", self.pages.token(&ctx.caller, &canonical, off)));
+            }
             match patient_compartment {
-                Some(p) => format!("{}/Patient/{p}/{resource_type}?{}", self.base, q.join("&")),
-                None => format!("{}/{resource_type}?{}", self.base, q.join("&")),
+                Some(p) => format!("{}/Patient/{p}/{resource_type}?{q}", self.base),
+                None => format!("{}/{resource_type}?{q}", self.base),
             }
         };
         let mut links = vec![("self", link(offset))];

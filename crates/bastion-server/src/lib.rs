@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod interaction;
+pub mod paging;
 
 use std::sync::Arc;
 
@@ -27,5 +28,7 @@ pub fn fhir_base(public_url: &str) -> String {
 /// Opens the store and builds the engine for a configuration.
 pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engine>, bastion_store::StoreError> {
     let store = bastion_store::open(&config.storage.url).await?;
-    Ok(Arc::new(Engine::new(store, fhir_base(public_url), config.limits.clone())))
+    let pages = paging::PageSigner::load_or_create(std::path::Path::new(&config.server.data_dir))
+        .map_err(|e| bastion_store::StoreError::Config(format!("data directory {}: {e}", config.server.data_dir)))?;
+    Ok(Arc::new(Engine::new(store, fhir_base(public_url), config.limits.clone(), pages)))
 }
