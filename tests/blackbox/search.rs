@@ -337,3 +337,32 @@ both_backends!(paging_follows_signed_next_links_and_refuses_tampered_tokens, |sr
     assert_outcome(srv.get("Patient?gender=other&_count=3&_sort=_id&_page=garbage").await, StatusCode::BAD_REQUEST)
         .await;
 });
+
+both_backends!(summary_elements_and_common_parameters, |srv| {
+    put(&srv, json!({"resourceType": "Patient", "id": "s1", "gender": "female", "birthDate": "1970",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann</div>"},
+        "meta": {"tag": [{"system": "urn:tags", "code": "vip"}], "profile": ["http://example.org/StructureDefinition/p"],
+                 "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}}))
+    .await;
+    put(&srv, json!({"resourceType": "Patient", "id": "s2", "gender": "male"})).await;
+    let b = body(srv.get("Patient?_summary=count").await).await;
+    assert_eq!(b["total"], 2);
+    assert!(b.get("entry").is_none());
+    let b = body(srv.get("Patient?_id=s1&_elements=gender").await).await;
+    let r = &b["entry"][0]["resource"];
+    assert_eq!(r["gender"], "female");
+    assert!(r.get("birthDate").is_none() && r.get("text").is_none());
+    assert!(r["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == "SUBSETTED"));
+    let b = body(srv.get("Patient?_id=s1&_summary=data").await).await;
+    assert!(b["entry"][0]["resource"].get("text").is_none());
+    assert_eq!(b["entry"][0]["resource"]["birthDate"], "1970");
+    // the stored resource is untouched
+    let full = body(srv.get("Patient/s1").await).await;
+    assert!(!full["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == "SUBSETTED"));
+    assert_eq!(ids(&srv, "Patient?_tag=urn:tags|vip").await, vec!["s1"]);
+    assert_eq!(ids(&srv, "Patient?_profile=http://example.org/StructureDefinition/p").await, vec!["s1"]);
+    assert_eq!(ids(&srv, "Patient?_security=R").await, vec!["s1"]);
+    for bad in ["_summary=maybe", "_elements=a.b", "_summary=text&_elements=gender"] {
+        assert_outcome(srv.get(&format!("Patient?{bad}")).await, StatusCode::BAD_REQUEST).await;
+    }
+});

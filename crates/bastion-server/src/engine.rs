@@ -130,7 +130,7 @@ pub struct Engine {
 }
 
 /// Result parameters of search (never part of the query itself).
-const SEARCH_RESULT_PARAMS: &[&str] = &["_count", "_page", "_total", "_format", "_pretty"];
+const SEARCH_RESULT_PARAMS: &[&str] = &["_count", "_page", "_total", "_format", "_pretty", "_summary", "_elements"];
 /// Parameters recognised but not supported yet; lenient mode ignores them with a warning.
 const HISTORY_PARAMS: &[&str] = &["_count", "_since", "_format", "_pretty", "_page_before", "_page_max"];
 
@@ -604,6 +604,12 @@ impl Engine {
                 ));
             }
         };
+        let shape = crate::shape::Shape::from_params(get("_summary"), get("_elements"))?;
+        for name in ["_summary", "_elements"] {
+            if let Some(v) = get(name) {
+                shaping.push((name.to_string(), v.to_string()));
+            }
+        }
         // What the paging token is bound to: everything that selects or shapes the result.
         let mut bound: Vec<(String, String)> = used.iter().chain(shaping.iter()).cloned().collect();
         bound.push(("_count".into(), count.to_string()));
@@ -621,6 +627,7 @@ impl Engine {
                 ApiError::invalid(IssueType::Invalid, "the paging token is not valid for this search", Some("_page"))
             })?,
         };
+        let count = if shape.count_only() { 0 } else { count };
         let page = Page { offset, limit: count, with_total };
         let result = if count == 0 && !with_total {
             bastion_store::SearchPage { items: Vec::new(), total: None }
@@ -656,19 +663,15 @@ impl Engine {
             result.total,
             &links,
         );
-        for v in &result.items {
-            w.entry_raw(
-                Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)),
-                v.body.as_deref(),
-                &json!({"search": {"mode": "match"}}),
-            );
-        }
-        for v in &included {
-            w.entry_raw(
-                Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)),
-                v.body.as_deref(),
-                &json!({"search": {"mode": "include"}}),
-            );
+        for (mode, list) in [("match", &result.items), ("include", &included)] {
+            for v in list {
+                let shaped = shape.apply(v.body.as_deref())?;
+                w.entry_raw(
+                    Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)),
+                    shaped.as_deref(),
+                    &json!({"search": {"mode": mode}}),
+                );
+            }
         }
         if let Some(oo) = Self::ignored_params_outcome(&ignored) {
             w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod interaction;
 pub mod paging;
+pub mod shape;
 
 use std::sync::Arc;
 
