@@ -85,7 +85,7 @@ pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
 
 /// The access predicate over the version row aliased `v` (a chain's target has its own).
 fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
-    let a = Alias { r: String::new(), v: v.to_string() };
+    let a = Alias { r: String::new(), v: v.to_string(), types: Vec::new() };
     match access {
         AccessPredicate::AllowAll => {
             sql.push("1 = 1");
@@ -131,6 +131,8 @@ fn push_token_value(sql: &mut Sql, t: &TokenValue) {
 pub struct Alias {
     r: String,
     v: String,
+    /// The resource types the aliased row can be (bound into index lookups).
+    types: Vec<String>,
 }
 
 impl Sql {
@@ -143,7 +145,7 @@ impl Sql {
 
 /// Appends the search clauses over the current-resource row aliased `r`.
 fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate) {
-    let top = Alias { r: "r".into(), v: "v".into() };
+    let top = Alias { r: "r".into(), v: "v".into(), types: vec![query.resource_type.clone()] };
     for clause in &query.clauses {
         sql.push(" AND ");
         push_clause(sql, clause, &query.resource_type, access, &top, 0);
@@ -159,7 +161,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.pusha("{r}.res_id IN ", a).bind_list(ids);
         }
         Clause::Token { param, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {r}.pk AND t.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT t.res_pk FROM idx_token t WHERE t.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND t.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -171,7 +175,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push("))");
         }
         Clause::String { param, mode, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_string s WHERE s.res_pk = {r}.pk AND s.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT s.res_pk FROM idx_string s WHERE s.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND s.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -180,9 +186,16 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                 }
                 match mode {
                     StringMode::Exact => sql.push("s.exact = ").bind_text(v),
-                    StringMode::StartsWith => {
-                        sql.push("s.normalized LIKE ").bind_text(&format!("{}%", like_escape(v))).push(" ESCAPE '\\'")
-                    }
+                    // The range lets the index drive (both backends compare this column
+                    // byte-wise); LIKE keeps the match exact.
+                    StringMode::StartsWith => sql
+                        .push("(s.normalized >= ")
+                        .bind_text(v)
+                        .push(" AND s.normalized < ")
+                        .bind_text(&format!("{v}\u{10FFFF}"))
+                        .push(" AND s.normalized LIKE ")
+                        .bind_text(&format!("{}%", like_escape(v)))
+                        .push(" ESCAPE '\\')"),
                     StringMode::Contains => {
                         sql.push("s.normalized LIKE ").bind_text(&format!("%{}%", like_escape(v))).push(" ESCAPE '\\'")
                     }
@@ -191,7 +204,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push("))");
         }
         Clause::Date { param, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_date d WHERE d.res_pk = {r}.pk AND d.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT d.res_pk FROM idx_date d WHERE d.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND d.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -213,7 +228,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
         Clause::Reference { param, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_reference x WHERE x.res_pk = {r}.pk AND x.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT x.res_pk FROM idx_reference x WHERE x.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND x.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -234,7 +251,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push("))");
         }
         Clause::Number { param, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_number n WHERE n.res_pk = {r}.pk AND n.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT n.res_pk FROM idx_number n WHERE n.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND n.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -246,7 +265,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push("))");
         }
         Clause::Quantity { param, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_quantity q WHERE q.res_pk = {r}.pk AND q.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT q.res_pk FROM idx_quantity q WHERE q.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND q.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -272,7 +293,9 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push("))");
         }
         Clause::Uri { param, mode, values } => {
-            sql.pusha("EXISTS (SELECT 1 FROM idx_uri u WHERE u.res_pk = {r}.pk AND u.param = ", a)
+            sql.pusha("{r}.pk IN (SELECT u.res_pk FROM idx_uri u WHERE u.res_type IN ", a)
+                .bind_list(&a.types)
+                .push(" AND u.param = ")
                 .bind_text(param)
                 .push(" AND (");
             for (i, v) in values.iter().enumerate() {
@@ -290,7 +313,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push("))");
         }
         Clause::InPatientCompartment(patient) => {
-            sql.pusha("(EXISTS (SELECT 1 FROM compartments c2 WHERE c2.res_pk = {r}.pk AND c2.version_id = {r}.version_id AND c2.patient_id = ", a)
+            sql.pusha("({r}.pk IN (SELECT c2.res_pk FROM compartments c2 JOIN resources cr ON cr.pk = c2.res_pk AND cr.version_id = c2.version_id WHERE c2.patient_id = ", a)
                     .bind_text(patient)
                     .push(")");
             if resource_type == "Patient" {
@@ -299,15 +322,14 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
         Clause::ReferencedBy { source_type, param, source_ids } => {
-            sql.push(
-                "EXISTS (SELECT 1 FROM idx_reference x JOIN resources src ON src.pk = x.res_pk WHERE src.res_type = ",
-            )
-            .bind_text(source_type)
-            .push(" AND src.res_id IN ")
-            .bind_list(source_ids)
-            .push(" AND x.param = ")
-            .bind_text(param)
-            .pusha(" AND x.target_type = {r}.res_type AND x.target_id = {r}.res_id)", a);
+            sql.pusha("{r}.pk IN (SELECT tgt.pk FROM idx_reference x JOIN resources src ON src.pk = x.res_pk", a)
+                .push(" JOIN resources tgt ON tgt.res_type = x.target_type AND tgt.res_id = x.target_id WHERE x.res_type = ")
+                .bind_text(source_type)
+                .push(" AND src.res_id IN ")
+                .bind_list(source_ids)
+                .push(" AND x.param = ")
+                .bind_text(param)
+                .push(")");
         }
         Clause::Missing { param, kind, missing } => {
             let table = match kind {
@@ -323,15 +345,19 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(table).pusha(" m WHERE m.res_pk = {r}.pk AND m.param = ", a).bind_text(param).push(")");
         }
         Clause::Chain { param, target_types, inner } => {
+            // The rows whose `param` points at a visible target matching `inner`.
             let n = depth + 1;
-            let inner_alias = Alias { r: format!("r{n}"), v: format!("v{n}") };
-            let t = &inner_alias;
-            sql.push("EXISTS (SELECT 1 FROM idx_reference ").push(&format!("x{n}"));
-            sql.pusha(" JOIN resources {r} ON {r}.res_type = ", t).push(&format!("x{n}.target_type"));
-            sql.pusha(" AND {r}.res_id = ", t).push(&format!("x{n}.target_id"));
+            let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: target_types.clone() };
+            let x = format!("x{n}");
+            sql.pusha("{r}.pk IN (SELECT ", a).push(&x).push(".res_pk FROM idx_reference ").push(&x);
+            sql.pusha(" JOIN resources {r} ON {r}.res_type = ", t)
+                .push(&x)
+                .pusha(".target_type AND {r}.res_id = ", t)
+                .push(&x)
+                .push(".target_id");
             sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
-            sql.push(&format!(" WHERE x{n}.res_pk = ")).pusha("{r}.pk", a);
-            sql.push(&format!(" AND x{n}.param = ")).bind_text(param);
+            sql.push(" WHERE ").push(&x).push(".res_type IN ").bind_list(&a.types);
+            sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
             sql.pusha(" AND {r}.deleted = 0 AND {r}.res_type IN ", t).bind_list(target_types);
             sql.push(" AND ");
             push_clause(sql, inner, &target_types[0], access, t, n);
@@ -340,15 +366,19 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
         Clause::Has { source_type, param, inner } => {
+            // The rows that a visible `source_type` resource matching `inner` points at.
             let n = depth + 1;
-            let inner_alias = Alias { r: format!("r{n}"), v: format!("v{n}") };
-            let t = &inner_alias;
-            sql.pusha("EXISTS (SELECT 1 FROM resources {r} JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
-            sql.push(&format!(" JOIN idx_reference x{n} ON x{n}.res_pk = ")).pusha("{r}.pk", t);
+            let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: vec![source_type.clone()] };
+            let x = format!("x{n}");
+            let target = format!("tr{n}");
+            sql.pusha("{r}.pk IN (SELECT ", a).push(&target).push(".pk FROM resources ").pusha("{r}", t);
+            sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
+            sql.push(" JOIN idx_reference ").push(&x).push(" ON ").push(&x).pusha(".res_pk = {r}.pk", t);
+            sql.push(" JOIN resources ").push(&target).push(" ON ").push(&target).push(".res_type = ").push(&x);
+            sql.push(".target_type AND ").push(&target).push(".res_id = ").push(&x).push(".target_id");
             sql.pusha(" WHERE {r}.res_type = ", t).bind_text(source_type).pusha(" AND {r}.deleted = 0", t);
-            sql.push(&format!(" AND x{n}.param = ")).bind_text(param);
-            sql.push(&format!(" AND x{n}.target_type = ")).pusha("{r}.res_type", a);
-            sql.push(&format!(" AND x{n}.target_id = ")).pusha("{r}.res_id", a);
+            sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
+            sql.push(" AND ").push(&target).push(".res_type IN ").bind_list(&a.types);
             sql.push(" AND ");
             push_clause(sql, inner, source_type, access, t, n);
             sql.push(" AND ");
