@@ -1,6 +1,12 @@
 //! Deterministic synthetic FHIR R4 data: patients with encounters, observations (vital
 //! signs and labs, LOINC + UCUM), conditions (SNOMED CT), medication requests (RxNorm) and
 //! procedures. The same seed gives the same bytes.
+//!
+//! Two shapes of the same records: transaction Bundles (`POST` entries, `urn:uuid:` fullUrls
+//! and references) and NDJSON, one file per resource type, where each resource has an `id`
+//! (the uuid of its fullUrl) and references are rewritten to `Type/id`.
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 
@@ -200,6 +206,62 @@ pub fn dataset(seed: u64, patients: u64, per_bundle: u64) -> Vec<Value> {
     bundles
 }
 
+/// All records of the dataset, patient after patient, in generation order.
+pub fn records(seed: u64, patients: u64) -> Vec<(String, Value)> {
+    let mut rng = Rng::new(seed);
+    (0..patients).flat_map(|i| patient_record(&mut rng, i)).collect()
+}
+
+/// Replaces every `reference` found in `map` (an `urn:uuid:` -> `Type/id` map), at any depth.
+fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if k == "reference" {
+                    if let Some(to) = child.as_str().and_then(|r| map.get(r)) {
+                        *child = Value::String(to.clone());
+                    }
+                } else {
+                    rewrite_references(child, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| rewrite_references(c, map)),
+        _ => {}
+    }
+}
+
+/// The dataset as NDJSON: resource type -> resources, each with an `id` and `Type/id`
+/// references (the same records as [`dataset`] for the same seed).
+pub fn ndjson(seed: u64, patients: u64) -> BTreeMap<String, Vec<Value>> {
+    let records = records(seed, patients);
+    let map: HashMap<String, String> = records
+        .iter()
+        .map(|(url, r)| {
+            let id = url.trim_start_matches("urn:uuid:");
+            (url.clone(), format!("{}/{id}", r["resourceType"].as_str().unwrap_or_default()))
+        })
+        .collect();
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (url, mut r) in records {
+        rewrite_references(&mut r, &map);
+        let rtype = r["resourceType"].as_str().unwrap_or_default().to_string();
+        // `id` first, after `resourceType`, as FHIR JSON is usually written.
+        let mut o = serde_json::Map::new();
+        o.insert("resourceType".into(), json!(rtype));
+        o.insert("id".into(), json!(url.trim_start_matches("urn:uuid:")));
+        if let Value::Object(rest) = r {
+            for (k, v) in rest {
+                if k != "resourceType" {
+                    o.insert(k, v);
+                }
+            }
+        }
+        out.entry(rtype).or_default().push(Value::Object(o));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +292,108 @@ mod tests {
     fn about_forty_resources_per_patient() {
         let n: usize = dataset(3, 100, 10).iter().map(|b| b["entry"].as_array().unwrap().len()).sum();
         assert!((2500..=6000).contains(&n), "{n}");
+    }
+
+    /// Every reference string in a resource, at any depth.
+    fn references(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, c) in o {
+                    match (k.as_str(), c.as_str()) {
+                        ("reference", Some(r)) => out.push(r.to_string()),
+                        _ => references(c, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| references(c, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn ndjson_is_deterministic_and_every_reference_resolves_in_the_dataset() {
+        let a = ndjson(11, 30);
+        assert_eq!(a, ndjson(11, 30));
+        let mut known = std::collections::HashSet::new();
+        for (t, rs) in &a {
+            for r in rs {
+                assert_eq!(r["resourceType"].as_str(), Some(t.as_str()));
+                let id = r["id"].as_str().expect("id");
+                assert!(id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+                assert!(known.insert(format!("{t}/{id}")), "duplicate {t}/{id}");
+            }
+        }
+        let mut n = 0;
+        for r in a.values().flatten() {
+            let mut refs = Vec::new();
+            references(r, &mut refs);
+            for x in refs {
+                assert!(known.contains(&x), "dangling reference {x}");
+                n += 1;
+            }
+        }
+        assert!(n > 30 * 30, "{n}");
+        let total: usize = a.values().map(Vec::len).sum();
+        let bundled: usize = dataset(11, 30, 7).iter().map(|b| b["entry"].as_array().unwrap().len()).sum();
+        assert_eq!(total, bundled, "the two formats carry the same records");
+    }
+
+    fn is_real_date(d: &str) -> bool {
+        let p: Vec<u32> = d.get(..10).unwrap_or("").split('-').filter_map(|x| x.parse().ok()).collect();
+        let [y, m, day] = p[..] else { return false };
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        (1900..=2026).contains(&y) && (1..=12).contains(&m) && day >= 1 && day <= days[(m - 1) as usize]
+    }
+
+    #[test]
+    fn only_known_r4_elements_and_real_dates() {
+        // The top-level elements of each R4 resource the generator may use.
+        let allowed: HashMap<&str, &[&str]> = HashMap::from([
+            ("Patient", &["resourceType", "id", "identifier", "name", "gender", "birthDate", "address"][..]),
+            ("Encounter", &["resourceType", "id", "status", "class", "type", "subject", "period"][..]),
+            (
+                "Observation",
+                &[
+                    "resourceType",
+                    "id",
+                    "status",
+                    "category",
+                    "code",
+                    "subject",
+                    "encounter",
+                    "effectiveDateTime",
+                    "valueQuantity",
+                ][..],
+            ),
+            ("Procedure", &["resourceType", "id", "status", "code", "subject", "encounter", "performedDateTime"][..]),
+            ("Condition", &["resourceType", "id", "clinicalStatus", "code", "subject", "onsetDateTime"][..]),
+            (
+                "MedicationRequest",
+                &["resourceType", "id", "status", "intent", "medicationCodeableConcept", "subject", "authoredOn"][..],
+            ),
+        ]);
+        for r in ndjson(5, 50).values().flatten() {
+            let t = r["resourceType"].as_str().unwrap();
+            let ok = allowed.get(t).unwrap_or_else(|| panic!("unexpected type {t}"));
+            for (k, v) in r.as_object().unwrap() {
+                assert!(ok.contains(&k.as_str()), "{t}.{k}");
+                if matches!(
+                    k.as_str(),
+                    "birthDate" | "effectiveDateTime" | "performedDateTime" | "onsetDateTime" | "authoredOn"
+                ) {
+                    assert!(is_real_date(v.as_str().unwrap()), "{t}.{k} = {v}");
+                }
+            }
+            if t == "Observation" {
+                let q = &r["valueQuantity"];
+                assert_eq!(q["system"], "http://unitsofmeasure.org");
+                assert!(q["value"].is_number() && q["code"].is_string());
+                assert_eq!(r["code"]["coding"][0]["system"], "http://loinc.org");
+            }
+            if t == "Patient" {
+                assert!(r["identifier"][0]["value"].as_str().unwrap().starts_with("MRN"));
+            }
+        }
     }
 }

@@ -4,11 +4,13 @@
 //! `gen` writes a deterministic dataset, `baseline` serves a fixed FHIR body (the practical
 //! upper limit on this machine), and `run` does the whole measurement: import throughput,
 //! read-by-id, create and update on SQLite and PostgreSQL, each next to the baseline
-//! measured by the same load tool in the same run.
+//! measured by the same load tool in the same run. `load` is the load tool on its own
+//! (read, create, update, transaction against any loopback FHIR base).
 #![forbid(unsafe_code)]
 
 mod dataset;
 mod load;
+mod scenario;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -28,17 +30,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Write a dataset of transaction Bundles (one file per Bundle).
+    /// Write a dataset: transaction Bundles (one file per Bundle of --per-bundle patients) or
+    /// NDJSON (one file per resource type, with ids and Type/id references).
     Gen {
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=100_000))]
         patients: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
         per_bundle: u64,
+        #[arg(long, value_enum, default_value = "transaction")]
+        format: Format,
         #[arg(long)]
         out: PathBuf,
     },
+    /// Send load to a FHIR base on loopback: read, create, update or transaction.
+    Load(scenario::LoadArgs),
     /// Serve a fixed FHIR Patient at GET /fhir/Patient/{id}.
     Baseline {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -46,7 +53,7 @@ enum Cmd {
     },
     /// Run the whole benchmark and write the report.
     Run {
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=100_000))]
         patients: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -65,6 +72,12 @@ enum Cmd {
         #[arg(long, default_value = "bench/REPORT.md")]
         report: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Transaction,
+    Ndjson,
 }
 
 const BASELINE_PATIENT: &str = r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-12-02T10:00:00.000Z"},"identifier":[{"system":"urn:bastion:bench:mrn","value":"MRN00000001"}],"name":[{"use":"official","family":"Smith","given":["Emma"]}],"gender":"female","birthDate":"1970-01-01"}"#;
@@ -273,9 +286,9 @@ async fn bench_backend(
         searches.push((template.to_string(), f));
     }
     drop(srv);
-    let db_bytes = storage_url.strip_prefix("sqlite://").and_then(|p| {
+    let db_bytes = storage_url.strip_prefix("sqlite://").map(|p| {
         let size = |f: &str| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-        Some(size(p) + size(&format!("{p}-wal")))
+        size(p) + size(&format!("{p}-wal"))
     });
     BackendResult { name: name.into(), import_resources, import_seconds, read, create, update, searches, db_bytes }
 }
@@ -481,10 +494,34 @@ fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     match cli.command {
-        Cmd::Gen { patients, seed, per_bundle, out } => {
+        Cmd::Gen { patients, seed, per_bundle, format, out } => {
             std::fs::create_dir_all(&out).unwrap();
-            for (i, b) in dataset::dataset(seed, patients, per_bundle).iter().enumerate() {
-                std::fs::write(out.join(format!("bundle-{i:05}.json")), b.to_string()).unwrap();
+            let mut written = 0usize;
+            match format {
+                Format::Transaction => {
+                    for (i, b) in dataset::dataset(seed, patients, per_bundle).iter().enumerate() {
+                        written += b["entry"].as_array().map_or(0, Vec::len);
+                        std::fs::write(out.join(format!("bundle-{i:05}.json")), b.to_string()).unwrap();
+                    }
+                }
+                Format::Ndjson => {
+                    for (rtype, resources) in dataset::ndjson(seed, patients) {
+                        let mut text = String::new();
+                        for r in &resources {
+                            text.push_str(&r.to_string());
+                            text.push('\n');
+                        }
+                        written += resources.len();
+                        std::fs::write(out.join(format!("{rtype}.ndjson")), text).unwrap();
+                    }
+                }
+            }
+            eprintln!("{patients} patients, {written} resources written to {}", out.display());
+        }
+        Cmd::Load(args) => {
+            if let Err(e) = rt.block_on(scenario::main(args)) {
+                eprintln!("bastion-bench load: {e}");
+                std::process::exit(2);
             }
         }
         Cmd::Baseline { listen } => rt.block_on(baseline(&listen)),
