@@ -57,7 +57,9 @@ fn relative_url<'a>(url: &'a str, base: &str) -> &'a str {
     url.trim_start_matches('/')
 }
 
-fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, entry: &Value) -> Result<Entry, ApiError> {
+fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, mut entry: Value) -> Result<Entry, ApiError> {
+    // Taken out, not copied: a transaction of thousands of resources is not cloned.
+    let resource = entry.as_object_mut().and_then(|o| o.remove("resource"));
     let request = entry.get("request").ok_or_else(|| entry_error(index, "entry.request is missing"))?;
     let method = request
         .get("method")
@@ -67,7 +69,6 @@ fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, entry: &V
         request.get("url").and_then(Value::as_str).ok_or_else(|| entry_error(index, "entry.request.url is missing"))?;
     let url = relative_url(url, &engine.base);
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let resource = entry.get("resource").cloned();
     let body = match (method, resource) {
         ("PATCH", Some(r)) => Some(Body::JsonPatch(patch_from_binary(index, &r)?)),
         (_, Some(r)) => Some(Body::Resource(r)),
@@ -204,7 +205,7 @@ fn render_error(w: &mut BundleWriter, e: &ApiError) {
     w.entry_raw(None, None, &json!({"response": response}));
 }
 
-pub async fn process(engine: &Engine, ctx: &RequestContext, body: Value) -> Result<Reply, ApiError> {
+pub async fn process(engine: &Engine, ctx: &RequestContext, mut body: Value) -> Result<Reply, ApiError> {
     if body.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::invalid(
             IssueType::Invalid,
@@ -226,9 +227,9 @@ pub async fn process(engine: &Engine, ctx: &RequestContext, body: Value) -> Resu
         }
         None => return Err(ApiError::invalid(IssueType::Required, "Bundle.type is missing", Some("Bundle.type"))),
     };
-    let entries = match body.get("entry") {
+    let entries = match body.as_object_mut().and_then(|o| o.remove("entry")) {
         None => Vec::new(),
-        Some(Value::Array(e)) => e.clone(),
+        Some(Value::Array(e)) => e,
         Some(_) => {
             return Err(ApiError::invalid(IssueType::Structure, "Bundle.entry must be an array", Some("Bundle.entry")));
         }
@@ -241,15 +242,15 @@ pub async fn process(engine: &Engine, ctx: &RequestContext, body: Value) -> Resu
         )));
     }
     match kind {
-        Kind::Batch => batch(engine, ctx, &entries).await,
-        Kind::Transaction => transaction(engine, ctx, &entries).await,
+        Kind::Batch => batch(engine, ctx, entries).await,
+        Kind::Transaction => transaction(engine, ctx, entries).await,
     }
 }
 
-async fn batch(engine: &Engine, ctx: &RequestContext, entries: &[Value]) -> Result<Reply, ApiError> {
+async fn batch(engine: &Engine, ctx: &RequestContext, entries: Vec<Value>) -> Result<Reply, ApiError> {
     let mut results: Vec<Option<Result<Reply, ApiError>>> = (0..entries.len()).map(|_| None).collect();
     let mut parsed = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in entries.into_iter().enumerate() {
         match parse_entry(engine, ctx, i, e) {
             Ok(p) => parsed.push(p),
             Err(err) => results[i] = Some(Err(err)),
@@ -275,7 +276,7 @@ async fn batch(engine: &Engine, ctx: &RequestContext, entries: &[Value]) -> Resu
 /// A GET/HEAD entry of a transaction, run once the writes have landed.
 pub type DeferredRead = (usize, RequestContext, Interaction);
 
-async fn transaction(engine: &Engine, ctx: &RequestContext, entries: &[Value]) -> Result<Reply, ApiError> {
+async fn transaction(engine: &Engine, ctx: &RequestContext, entries: Vec<Value>) -> Result<Reply, ApiError> {
     let mut tx = engine.store.begin().await?;
     let (mut replies, reads) = apply_transaction(engine, ctx, entries, &mut *tx).await?;
     tx.commit().await?;
@@ -302,11 +303,12 @@ async fn transaction(engine: &Engine, ctx: &RequestContext, entries: &[Value]) -
 pub async fn apply_transaction(
     engine: &Engine,
     ctx: &RequestContext,
-    entries: &[Value],
+    entries: Vec<Value>,
     tx: &mut dyn StoreTx,
 ) -> Result<(Vec<Option<Reply>>, Vec<DeferredRead>), ApiError> {
     let mut parsed =
-        entries.iter().enumerate().map(|(i, e)| parse_entry(engine, ctx, i, e)).collect::<Result<Vec<_>, _>>()?;
+        entries.into_iter().enumerate().map(|(i, e)| parse_entry(engine, ctx, i, e)).collect::<Result<Vec<_>, _>>()?;
+    let entry_count = parsed.len();
 
     // 1. Decide the identity of every created resource, so references can point at it.
     let mut resolved: HashMap<String, String> = HashMap::new();
@@ -388,7 +390,7 @@ pub async fn apply_transaction(
 
     // 3. Execute in the prescribed order.
     parsed.sort_by_key(|e| (rank(&e.interaction), e.index));
-    let mut replies: Vec<Option<Reply>> = (0..entries.len()).map(|_| None).collect();
+    let mut replies: Vec<Option<Reply>> = (0..entry_count).map(|_| None).collect();
     let mut reads = Vec::new();
     for e in parsed {
         let index = e.index;

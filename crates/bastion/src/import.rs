@@ -103,14 +103,19 @@ async fn import_file(
                 "a .json file must hold a transaction or batch Bundle (use .ndjson for resources)".into(),
             ));
         }
-        let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
-        let (_, reads) = bastion_server::bundle::apply_transaction(engine, &ctx, &entries, &mut *tx)
+        let mut bundle = bundle;
+        let entries = match bundle.as_object_mut().and_then(|o| o.remove("entry")) {
+            Some(Value::Array(e)) => e,
+            _ => Vec::new(),
+        };
+        let entry_count = entries.len() as u64;
+        let (_, reads) = bastion_server::bundle::apply_transaction(engine, &ctx, entries, &mut *tx)
             .await
             .map_err(|e| FileFailure(describe(&e)))?;
         if !reads.is_empty() {
             return Err(fail("import takes writes only; the Bundle has GET entries".into()));
         }
-        entries.len() as u64
+        entry_count
     };
     let name = path.display().to_string();
     tx.record_import(sha, &name, count).await.map_err(|e| fail(format!("storage: {e}")))?;
