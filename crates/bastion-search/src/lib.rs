@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod fhirpath;
 pub mod index;
 pub mod path;
 pub mod query;
