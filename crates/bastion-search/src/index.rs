@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use bastion_fhir::definitions::{self, SearchParamType};
 use serde_json::Value;
 
-use crate::path::SimplePath;
+use crate::fhirpath::{Expr, Item};
 
 /// One row of the token index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,13 +116,30 @@ fn patient_id_of_reference(reference: &str) -> Option<&str> {
     bastion_fhir::primitives::is_valid_id(id).then_some(id)
 }
 
+/// Parses a definition's expression; one the evaluator does not support is not indexed
+/// (and so not offered in the CapabilityStatement), never guessed at.
+pub fn parse_expression(expr: &str) -> Option<Expr> {
+    Expr::parse(expr).ok()
+}
+
+/// The elements an expression selects (not the booleans or strings it may compute).
+fn nodes<'a>(e: &Expr, resource: &'a Value) -> Vec<&'a Value> {
+    e.evaluate(resource)
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Node(v, _) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What to evaluate on a resource of one type, parsed once from the definitions.
 struct IndexPlan {
     /// The resource is in its own compartment (Patient).
     own_compartment: bool,
-    compartment_paths: Vec<SimplePath>,
+    compartment_paths: Vec<Expr>,
     /// (code, type, path) of every token, string, date and reference parameter.
-    paths: Vec<(String, SearchParamType, SimplePath)>,
+    paths: Vec<(String, SearchParamType, Expr)>,
 }
 
 fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
@@ -137,12 +154,12 @@ fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
         compartment_paths: params
             .iter()
             .filter_map(|code| definitions::search_param(resource_type, code))
-            .filter_map(|p| p.expression.as_deref().and_then(SimplePath::parse))
+            .filter_map(|p| p.expression.as_deref().and_then(parse_expression))
             .collect(),
         paths: definitions::search_params(resource_type)
             .into_iter()
             .filter(|p| is_indexed_kind(p.kind) && p.code != "_id" && p.code != "_lastUpdated")
-            .filter_map(|p| Some((p.code.clone(), p.kind, p.expression.as_deref().and_then(SimplePath::parse)?)))
+            .filter_map(|p| Some((p.code.clone(), p.kind, p.expression.as_deref().and_then(parse_expression)?)))
             .collect(),
     });
     plans.write().expect("index plans poisoned").insert(resource_type.to_string(), plan.clone());
@@ -162,7 +179,7 @@ pub fn patient_compartments(resource: &Value) -> Vec<String> {
         out.push(id.to_string());
     }
     for path in &plan.compartment_paths {
-        for v in path.select(resource) {
+        for v in nodes(path, resource) {
             if let Some(id) = v.get("reference").and_then(Value::as_str).and_then(patient_id_of_reference) {
                 out.push(id.to_string());
             }
@@ -271,7 +288,7 @@ pub fn extract_index(resource: &Value) -> IndexRows {
     let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
     let mut rows = IndexRows::default();
     for (code, kind, path) in &plan_for(rtype).paths {
-        for v in path.select(resource) {
+        for v in nodes(path, resource) {
             match kind {
                 SearchParamType::Token => token_rows_of(code, v, &mut rows.tokens),
                 SearchParamType::String => {

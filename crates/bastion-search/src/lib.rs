@@ -12,7 +12,6 @@
 pub mod access;
 pub mod fhirpath;
 pub mod index;
-pub mod path;
 pub mod query;
 
 pub use access::AccessPredicate;

@@ -14,7 +14,7 @@ fn supported(p: &definitions::SearchParamDef) -> bool {
         "_id" | "_lastUpdated" => true,
         _ => {
             bastion_search::is_indexed_kind(p.kind)
-                && p.expression.as_deref().and_then(bastion_search::path::SimplePath::parse).is_some()
+                && p.expression.as_deref().and_then(bastion_search::index::parse_expression).is_some()
         }
     }
 }
