@@ -314,6 +314,13 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem} GiB memory; load generator on the same machine")
 }
 
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn row(name: &str, f: &load::Figures, baseline: f64) -> String {
     format!(
         "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
@@ -342,6 +349,7 @@ async fn run(
     let bastion = bastion.canonicalize().expect("bastion path");
     let work = std::env::temp_dir().join(format!("bastion-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&work).unwrap();
+    let load_before = load_average();
     let bundles: Vec<String> = dataset::dataset(seed, patients, per_bundle).iter().map(Value::to_string).collect();
     let mut by_type = std::collections::BTreeMap::new();
     for b in &bundles {
@@ -397,6 +405,7 @@ async fn run(
         }
     }
     let _ = std::fs::remove_dir_all(&work);
+    let load_after = load_average();
 
     let b = baseline.rps();
     let mut md = String::new();
@@ -406,6 +415,9 @@ async fn run(
         "- Command: `cargo build --release && target/release/bastion-bench run --patients {patients} --seed {seed} --per-bundle {per_bundle} --seconds {seconds} --connections {connections}`\n"
     ));
     md.push_str(&format!("- Machine: {}\n", machine()));
+    md.push_str(&format!(
+        "- Load average (1/5/15 min, /proc/loadavg) before the run: {load_before}; after: {load_after} (other jobs on the machine move absolute figures; the ratios to the baseline less so)\n"
+    ));
     md.push_str(&format!(
         "- Date: {}\n",
         std::process::Command::new("date")
