@@ -161,29 +161,12 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.pusha("{r}.res_id IN ", a).bind_list(ids);
         }
         Clause::Token { param, values } => {
-            sql.pusha("{r}.pk IN (SELECT t.res_pk FROM idx_token t WHERE t.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND t.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_token", "t", param, values, |sql, v| {
                 push_token_value(sql, v);
-            }
-            sql.push("))");
+            });
         }
         Clause::String { param, mode, values } => {
-            sql.pusha("{r}.pk IN (SELECT s.res_pk FROM idx_string s WHERE s.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND s.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_string", "s", param, values, |sql, v| {
                 match mode {
                     StringMode::Exact => sql.push("s.exact = ").bind_text(v),
                     // The range lets the index drive (both backends compare this column
@@ -200,22 +183,12 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                         sql.push("s.normalized LIKE ").bind_text(&format!("%{}%", like_escape(v))).push(" ESCAPE '\\'")
                     }
                 };
-            }
-            sql.push("))");
+            });
         }
         Clause::Date { param, values } => {
-            sql.pusha("{r}.pk IN (SELECT d.res_pk FROM idx_date d WHERE d.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND d.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_date", "d", param, values, |sql, v| {
                 push_date(sql, v, "d.low", "d.high");
-            }
-            sql.push("))");
+            });
         }
         Clause::LastUpdated(values) => {
             sql.push("(");
@@ -228,15 +201,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
         Clause::Reference { param, values } => {
-            sql.pusha("{r}.pk IN (SELECT x.res_pk FROM idx_reference x WHERE x.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND x.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_reference", "x", param, values, |sql, v| {
                 match v {
                     ReferenceValue::Typed { resource_type, id } => sql
                         .push("(x.target_type = ")
@@ -247,33 +212,15 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                     ReferenceValue::Id(id) => sql.push("x.target_id = ").bind_text(id),
                     ReferenceValue::Url(url) => sql.push("x.url = ").bind_text(url),
                 };
-            }
-            sql.push("))");
+            });
         }
         Clause::Number { param, values } => {
-            sql.pusha("{r}.pk IN (SELECT n.res_pk FROM idx_number n WHERE n.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND n.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_number", "n", param, values, |sql, v| {
                 push_number(sql, v, "n.value");
-            }
-            sql.push("))");
+            });
         }
         Clause::Quantity { param, values } => {
-            sql.pusha("{r}.pk IN (SELECT q.res_pk FROM idx_quantity q WHERE q.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND q.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_quantity", "q", param, values, |sql, v| {
                 sql.push("(");
                 push_number(sql, &v.number, "q.value");
                 match (&v.system, &v.code) {
@@ -289,19 +236,10 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                     (None, None) => {}
                 }
                 sql.push(")");
-            }
-            sql.push("))");
+            });
         }
         Clause::Uri { param, mode, values } => {
-            sql.pusha("{r}.pk IN (SELECT u.res_pk FROM idx_uri u WHERE u.res_type IN ", a)
-                .bind_list(&a.types)
-                .push(" AND u.param = ")
-                .bind_text(param)
-                .push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
+            push_index_match(sql, a, "idx_uri", "u", param, values, |sql, v| {
                 match mode {
                     UriMode::Exact => sql.push("u.value = ").bind_text(v),
                     UriMode::Below => {
@@ -309,8 +247,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                     }
                     UriMode::Above => sql.push("substr(").bind_text(v).push(", 1, length(u.value)) = u.value"),
                 };
-            }
-            sql.push("))");
+            });
         }
         Clause::InPatientCompartment(patient) => {
             sql.pusha("({r}.pk IN (SELECT c2.res_pk FROM compartments c2 JOIN resources cr ON cr.pk = c2.res_pk AND cr.version_id = c2.version_id WHERE c2.patient_id = ", a)
@@ -386,6 +323,29 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
     }
+}
+
+/// `{r}.pk IN (SELECT res_pk FROM <table> WHERE res_type IN (...) AND param = ? AND (v1 OR v2 ...))`:
+/// the shape of every index match, so that the index, not the resource table, drives the query.
+fn push_index_match<T>(
+    sql: &mut Sql,
+    a: &Alias,
+    table: &str,
+    alias: &str,
+    param: &str,
+    values: &[T],
+    mut each: impl FnMut(&mut Sql, &T),
+) {
+    sql.pusha("{r}.pk IN (SELECT ", a).push(alias).push(".res_pk FROM ").push(table).push(" ").push(alias);
+    sql.push(" WHERE ").push(alias).push(".res_type IN ").bind_list(&a.types);
+    sql.push(" AND ").push(alias).push(".param = ").bind_text(param).push(" AND (");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        each(sql, v);
+    }
+    sql.push("))");
 }
 
 /// `%`, `_` and `\` are data in a search value.
