@@ -181,19 +181,7 @@ pub enum ReferenceValue {
 }
 
 fn parse_date(param: &str, raw: &str) -> Result<DateValue, SearchError> {
-    let prefixes = [
-        ("eq", DatePrefix::Eq),
-        ("ne", DatePrefix::Ne),
-        ("gt", DatePrefix::Gt),
-        ("lt", DatePrefix::Lt),
-        ("ge", DatePrefix::Ge),
-        ("le", DatePrefix::Le),
-        ("sa", DatePrefix::Sa),
-        ("eb", DatePrefix::Eb),
-        ("ap", DatePrefix::Ap),
-    ];
-    let (prefix, rest) =
-        prefixes.iter().find_map(|(p, v)| raw.strip_prefix(p).map(|r| (*v, r))).unwrap_or((DatePrefix::Eq, raw));
+    let (prefix, rest) = split_prefix(raw);
     let range = bastion_fhir::primitives::DateRange::parse(rest).ok_or_else(|| SearchError::InvalidValue {
         param: param.into(),
         reason: format!("'{raw}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime, after an optional prefix eq ne gt lt ge le sa eb ap)"),
