@@ -18,6 +18,14 @@ pub(crate) trait Conn: Send + Sync {
     /// The first column of the first row, as an integer.
     async fn int(&self, sql: &Sql) -> Result<Option<i64>>;
     async fn execute(&self, sql: &Sql) -> Result<u64>;
+    /// Runs statements in order. A backend over a network pipelines them (one round trip
+    /// instead of one per index row).
+    async fn execute_all(&self, stmts: &[Sql]) -> Result<()> {
+        for s in stmts {
+            self.execute(s).await?;
+        }
+        Ok(())
+    }
 }
 
 fn stmt(text: &str, params: Vec<SqlValue>) -> Sql {
@@ -84,6 +92,16 @@ pub(crate) async fn record_import(c: &dyn Conn, sha256: &str, name: &str, resour
     Ok(())
 }
 
+const ALL_INDEX_DELETES: [&str; 7] = [
+    sql::write::DELETE_TOKENS,
+    sql::write::DELETE_STRINGS,
+    sql::write::DELETE_DATES,
+    sql::write::DELETE_REFERENCES,
+    sql::write::DELETE_NUMBERS,
+    sql::write::DELETE_QUANTITIES,
+    sql::write::DELETE_URIS,
+];
+
 /// Writes a version, makes it current, and replaces the resource's index rows.
 pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
     let key = SqlValue::OptText(v.index.compartment_key().map(str::to_string));
@@ -119,28 +137,23 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
         ],
     ))
     .await?;
-    for delete in [
-        sql::write::DELETE_TOKENS,
-        sql::write::DELETE_STRINGS,
-        sql::write::DELETE_DATES,
-        sql::write::DELETE_REFERENCES,
-        sql::write::DELETE_NUMBERS,
-        sql::write::DELETE_QUANTITIES,
-        sql::write::DELETE_URIS,
-    ] {
-        c.execute(&stmt(delete, vec![SqlValue::Int(pk)])).await?;
+    let mut batch = Vec::with_capacity(16 + v.index.tokens.len() + v.index.strings.len());
+    // Version 1 is the first the resource ever had: there are no old rows to remove.
+    let replaces = if v.version > 1 { &ALL_INDEX_DELETES[..] } else { &[] };
+    for delete in replaces {
+        batch.push(stmt(delete, vec![SqlValue::Int(pk)]));
     }
     if !is_tombstone {
         let head = |param: &str| vec![SqlValue::Int(pk), text(&v.resource_type), text(param)];
         for s in &v.index.strings {
             let mut p = head(&s.param);
             p.extend([text(&s.normalized), text(&s.exact), key.clone()]);
-            c.execute(&stmt(sql::write::INSERT_STRING, p)).await?;
+            batch.push(stmt(sql::write::INSERT_STRING, p));
         }
         for d in &v.index.dates {
             let mut p = head(&d.param);
             p.extend([SqlValue::Int(d.low), SqlValue::Int(d.high), key.clone()]);
-            c.execute(&stmt(sql::write::INSERT_DATE, p)).await?;
+            batch.push(stmt(sql::write::INSERT_DATE, p));
         }
         for r in &v.index.references {
             let mut p = head(&r.param);
@@ -150,12 +163,12 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
                 text(&r.url),
                 key.clone(),
             ]);
-            c.execute(&stmt(sql::write::INSERT_REFERENCE, p)).await?;
+            batch.push(stmt(sql::write::INSERT_REFERENCE, p));
         }
         for n in &v.index.numbers {
             let mut p = head(&n.param);
             p.extend([SqlValue::Float(n.value), key.clone()]);
-            c.execute(&stmt(sql::write::INSERT_NUMBER, p)).await?;
+            batch.push(stmt(sql::write::INSERT_NUMBER, p));
         }
         for q in &v.index.quantities {
             let mut p = head(&q.param);
@@ -166,15 +179,15 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
                 SqlValue::OptText(q.unit.clone()),
                 key.clone(),
             ]);
-            c.execute(&stmt(sql::write::INSERT_QUANTITY, p)).await?;
+            batch.push(stmt(sql::write::INSERT_QUANTITY, p));
         }
         for u in &v.index.uris {
             let mut p = head(&u.param);
             p.extend([text(&u.value), key.clone()]);
-            c.execute(&stmt(sql::write::INSERT_URI, p)).await?;
+            batch.push(stmt(sql::write::INSERT_URI, p));
         }
         for t in &v.index.tokens {
-            c.execute(&stmt(
+            batch.push(stmt(
                 sql::write::INSERT_TOKEN,
                 vec![
                     SqlValue::Int(pk),
@@ -184,12 +197,12 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
                     text(&t.code),
                     key.clone(),
                 ],
-            ))
-            .await?;
+            ));
         }
     }
     for p in &v.index.compartments {
-        c.execute(&stmt(sql::write::INSERT_COMPARTMENT, vec![text(p), SqlValue::Int(pk), version.clone()])).await?;
+        batch.push(stmt(sql::write::INSERT_COMPARTMENT, vec![text(p), SqlValue::Int(pk), version.clone()]));
     }
+    c.execute_all(&batch).await?;
     Ok(())
 }

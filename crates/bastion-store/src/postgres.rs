@@ -69,6 +69,20 @@ impl Conn for PgConn<'_> {
         let stmt = self.0.prepare_cached(&sql::to_postgres_placeholders(&sql.text)).await?;
         self.0.execute(&stmt, &as_params(&sql.params)).await.map_err(map_unique_violation)
     }
+
+    /// Pipelined: tokio-postgres sends every statement before reading the first reply,
+    /// and the server runs them in order on this connection.
+    async fn execute_all(&self, stmts: &[Sql]) -> Result<()> {
+        let mut prepared = Vec::with_capacity(stmts.len());
+        for s in stmts {
+            prepared.push(self.0.prepare_cached(&sql::to_postgres_placeholders(&s.text)).await?);
+        }
+        let params: Vec<_> = stmts.iter().map(|s| as_params(&s.params)).collect();
+        futures::future::try_join_all(prepared.iter().zip(&params).map(|(st, p)| self.0.execute(st, p)))
+            .await
+            .map_err(map_unique_violation)?;
+        Ok(())
+    }
 }
 
 pub struct PgStore {
