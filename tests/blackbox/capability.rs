@@ -27,9 +27,14 @@ both_backends!(metadata_describes_what_the_server_supports, |srv| {
         obs["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(obs_params.contains(&"date") && obs_params.contains(&"subject"));
     assert!(obs_params.contains(&"value-quantity"));
-    assert!(!obs_params.contains(&"code-value-quantity"));
+    assert!(obs_params.contains(&"code-value-quantity") && obs_params.contains(&"_content"));
+    let seq = rest["resource"].as_array().unwrap().iter().find(|r| r["type"] == "MolecularSequence").unwrap();
+    assert!(
+        !seq["searchParam"].as_array().unwrap().iter().any(|p| p["name"] == "chromosome-variant-coordinate"),
+        "three-part composites are not offered"
+    );
     let sys: Vec<&str> = rest["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
-    assert!(sys.contains(&"transaction") && sys.contains(&"batch"));
+    assert!(sys.contains(&"transaction") && sys.contains(&"batch") && sys.contains(&"search-system"));
     assert!(rest["resource"].as_array().unwrap().len() > 140);
 });
 

@@ -11,4 +11,5 @@ mod crud;
 mod history;
 mod import;
 mod search;
+mod search_features;
 mod transaction;

@@ -3,7 +3,7 @@
 use crate::both_backends;
 use crate::harness::*;
 
-async fn ids(srv: &Server, query: &str) -> Vec<String> {
+pub(crate) async fn ids(srv: &Server, query: &str) -> Vec<String> {
     let r = srv.get(query).await;
     assert_eq!(r.status(), StatusCode::OK, "{query}");
     let b = body(r).await;
@@ -20,7 +20,7 @@ async fn ids(srv: &Server, query: &str) -> Vec<String> {
     out
 }
 
-async fn put(srv: &Server, v: Value) {
+pub(crate) async fn put(srv: &Server, v: Value) {
     let path = format!("{}/{}", v["resourceType"].as_str().unwrap(), v["id"].as_str().unwrap());
     let r = srv.put(&path, &v).await;
     assert!(r.status().is_success(), "{path}");

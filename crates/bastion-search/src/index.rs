@@ -140,6 +140,17 @@ struct IndexPlan {
     compartment_paths: Vec<Expr>,
     /// (code, type, path) of every token, string, date and reference parameter.
     paths: Vec<(String, SearchParamType, Expr)>,
+    composites: Vec<CompositePlan>,
+}
+
+/// A two-part composite: the nodes `base` selects, and on each node its first (token) and
+/// second component.
+struct CompositePlan {
+    code: String,
+    base: Expr,
+    first: Expr,
+    second: Expr,
+    second_kind: SearchParamType,
 }
 
 fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
@@ -160,6 +171,19 @@ fn plan_for(resource_type: &str) -> Arc<IndexPlan> {
             .into_iter()
             .filter(|p| is_indexed_kind(p.kind) && p.code != "_id" && p.code != "_lastUpdated")
             .filter_map(|p| Some((p.code.clone(), p.kind, p.expression.as_deref().and_then(parse_expression)?)))
+            .collect(),
+        composites: definitions::search_params(resource_type)
+            .into_iter()
+            .filter(|p| crate::query::is_supported_composite(p))
+            .filter_map(|p| {
+                Some(CompositePlan {
+                    code: p.code.clone(),
+                    base: parse_expression(p.expression.as_deref()?)?,
+                    first: parse_expression(&p.components[0].expression)?,
+                    second: parse_expression(&p.components[1].expression)?,
+                    second_kind: p.components[1].kind,
+                })
+            })
             .collect(),
     });
     plans.write().expect("index plans poisoned").insert(resource_type.to_string(), plan.clone());
@@ -212,6 +236,108 @@ fn token_rows_of(param: &str, v: &Value, out: &mut Vec<TokenRow>) {
             }
         }
         _ => {}
+    }
+}
+
+/// The text of a coded value (`CodeableConcept.text`, `Coding.display`,
+/// `Identifier.type.text`), what `:text` matches.
+fn token_texts<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    let Value::Object(o) = v else { return };
+    if let Some(t) = o.get("text").and_then(Value::as_str) {
+        out.push(t);
+    }
+    if let Some(d) = o.get("display").and_then(Value::as_str) {
+        out.push(d);
+    }
+    if let Some(Value::Array(codings)) = o.get("coding") {
+        for c in codings {
+            if let Some(d) = c.get("display").and_then(Value::as_str) {
+                out.push(d);
+            }
+        }
+    }
+    if o.contains_key("value")
+        && let Some(t) = o.get("type")
+    {
+        // Identifier.type
+        token_texts(t, out);
+    }
+}
+
+/// `:of-type` rows of an Identifier: one per coding of its type.
+fn of_type_rows(param: &str, v: &Value, out: &mut Vec<TokenRow>) {
+    let (Some(value), Some(Value::Array(codings))) =
+        (v.get("value").and_then(Value::as_str), v.get("type").and_then(|t| t.get("coding")))
+    else {
+        return;
+    };
+    for c in codings {
+        if let (Some(system), Some(code)) =
+            (c.get("system").and_then(Value::as_str), c.get("code").and_then(Value::as_str))
+        {
+            out.push(TokenRow {
+                param: crate::query::of_type_key(param),
+                system: Some(format!("{system}|{code}")),
+                code: value.to_string(),
+            });
+        }
+    }
+}
+
+/// The most words `_text` and `_content` index per resource; a longer text is searchable
+/// by its first distinct words only (a bound on what one write may cost).
+pub const MAX_WORDS_PER_RESOURCE: usize = 1000;
+
+/// Narrative XHTML -> its text: tags dropped, the common entities decoded.
+fn narrative_text(div: &str) -> String {
+    let mut out = String::with_capacity(div.len());
+    let mut in_tag = false;
+    for c in div.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&nbsp;", " ")
+}
+
+/// Every human-readable string of a resource, for `_content`: not ids, references,
+/// systems, urls, dates or attachment data.
+fn content_strings<'a>(key: &str, v: &'a Value, out: &mut Vec<std::borrow::Cow<'a, str>>) {
+    match v {
+        Value::String(s) => {
+            if key == "div" {
+                out.push(std::borrow::Cow::Owned(narrative_text(s)));
+            } else if !matches!(
+                key,
+                "id" | "reference" | "system" | "url" | "data" | "version" | "lastUpdated" | "fullUrl" | "resourceType"
+            ) && bastion_fhir::primitives::DateRange::parse(s).is_none()
+            {
+                out.push(std::borrow::Cow::Borrowed(s));
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| content_strings(key, i, out)),
+        Value::Object(o) => o.iter().for_each(|(k, c)| content_strings(k, c, out)),
+        _ => {}
+    }
+}
+
+fn word_rows(param: &str, texts: impl IntoIterator<Item = impl AsRef<str>>, out: &mut Vec<StringRow>) {
+    let mut seen = std::collections::HashSet::new();
+    for t in texts {
+        for w in crate::query::words(t.as_ref()) {
+            if seen.len() >= MAX_WORDS_PER_RESOURCE {
+                return;
+            }
+            if seen.insert(w.clone()) {
+                out.push(StringRow { param: param.to_string(), normalized: w.clone(), exact: w });
+            }
+        }
     }
 }
 
@@ -287,49 +413,36 @@ fn reference_rows_of(param: &str, v: &Value, out: &mut Vec<ReferenceRow>) {
 pub fn extract_index(resource: &Value) -> IndexRows {
     let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
     let mut rows = IndexRows::default();
-    for (code, kind, path) in &plan_for(rtype).paths {
+    let plan = plan_for(rtype);
+    for (code, kind, path) in &plan.paths {
         for v in nodes(path, resource) {
             match kind {
-                SearchParamType::Token => token_rows_of(code, v, &mut rows.tokens),
-                SearchParamType::String => {
-                    let mut leaves = Vec::new();
-                    string_leaves(v, &mut leaves);
-                    for s in leaves {
+                SearchParamType::Token => {
+                    value_rows(code, SearchParamType::Token, v, &mut rows);
+                    of_type_rows(code, v, &mut rows.tokens);
+                    let mut texts = Vec::new();
+                    token_texts(v, &mut texts);
+                    for t in texts {
                         rows.strings.push(StringRow {
-                            param: code.clone(),
-                            normalized: normalize_string(s),
-                            exact: s.to_string(),
+                            param: crate::query::token_text_key(code),
+                            normalized: normalize_string(t),
+                            exact: t.to_string(),
                         });
                     }
                 }
-                SearchParamType::Date => date_rows_of(code, v, &mut rows.dates),
-                SearchParamType::Reference => reference_rows_of(code, v, &mut rows.references),
-                SearchParamType::Number => {
-                    if let Some(value) = number_of(v) {
-                        rows.numbers.push(NumberRow { param: code.clone(), value });
-                    }
-                }
-                SearchParamType::Quantity => {
-                    if let Some(value) = v.get("value").and_then(number_of) {
-                        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-                        rows.quantities.push(QuantityRow {
-                            param: code.clone(),
-                            value,
-                            system: text("system"),
-                            code: text("code"),
-                            unit: text("unit"),
-                        });
-                    }
-                }
-                SearchParamType::Uri => {
-                    if let Some(u) = v.as_str() {
-                        rows.uris.push(UriRow { param: code.clone(), value: u.to_string() });
-                    }
-                }
-                _ => {}
+                kind => value_rows(code, *kind, v, &mut rows),
             }
         }
     }
+    for c in &plan.composites {
+        composite_rows(c, resource, &mut rows);
+    }
+    if let Some(div) = resource.get("text").and_then(|t| t.get("div")).and_then(Value::as_str) {
+        word_rows(crate::query::TEXT_PARAM, [narrative_text(div)], &mut rows.strings);
+    }
+    let mut content = Vec::new();
+    content_strings("", resource, &mut content);
+    word_rows(crate::query::CONTENT_PARAM, content, &mut rows.strings);
     rows.tokens.sort();
     rows.tokens.dedup();
     rows.strings.sort();
@@ -342,6 +455,85 @@ pub fn extract_index(resource: &Value) -> IndexRows {
     rows.uris.dedup();
     rows.compartments = patient_compartments(resource);
     rows
+}
+
+/// Rows of a date, reference, number, quantity or uri value (tokens and strings have
+/// extra rows of their own, written by the caller).
+fn value_rows(code: &str, kind: SearchParamType, v: &Value, rows: &mut IndexRows) {
+    match kind {
+        SearchParamType::Token => token_rows_of(code, v, &mut rows.tokens),
+        SearchParamType::String => {
+            let mut leaves = Vec::new();
+            string_leaves(v, &mut leaves);
+            for s in leaves {
+                rows.strings.push(StringRow {
+                    param: code.to_string(),
+                    normalized: normalize_string(s),
+                    exact: s.to_string(),
+                });
+            }
+        }
+        SearchParamType::Date => date_rows_of(code, v, &mut rows.dates),
+        SearchParamType::Reference => reference_rows_of(code, v, &mut rows.references),
+        SearchParamType::Number => {
+            if let Some(value) = number_of(v) {
+                rows.numbers.push(NumberRow { param: code.to_string(), value });
+            }
+        }
+        SearchParamType::Quantity => {
+            if let Some(value) = v.get("value").and_then(number_of) {
+                let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+                rows.quantities.push(QuantityRow {
+                    param: code.to_string(),
+                    value,
+                    system: text("system"),
+                    code: text("code"),
+                    unit: text("unit"),
+                });
+            }
+        }
+        SearchParamType::Uri => {
+            if let Some(u) = v.as_str() {
+                rows.uris.push(UriRow { param: code.to_string(), value: u.to_string() });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A composite's rows: on each node, the second component's rows under every key of the
+/// first component's codings ([`crate::query::composite_key`]), so that both parts match
+/// on the same node (the same `Observation.component`).
+fn composite_rows(c: &CompositePlan, resource: &Value, rows: &mut IndexRows) {
+    for node in nodes(&c.base, resource) {
+        let mut firsts = Vec::new();
+        for v in nodes(&c.first, node) {
+            token_rows_of(&c.code, v, &mut firsts);
+        }
+        if firsts.is_empty() {
+            continue;
+        }
+        let mut seconds = IndexRows::default();
+        for v in nodes(&c.second, node) {
+            value_rows(&c.code, c.second_kind, v, &mut seconds);
+        }
+        for t in &firsts {
+            let keys = [
+                crate::query::composite_key(&c.code, &t.code, Some(t.system.as_deref().unwrap_or(""))),
+                crate::query::composite_key(&c.code, &t.code, None),
+            ];
+            for key in keys {
+                let k = || key.clone();
+                rows.tokens.extend(seconds.tokens.iter().map(|r| TokenRow { param: k(), ..r.clone() }));
+                rows.strings.extend(seconds.strings.iter().map(|r| StringRow { param: k(), ..r.clone() }));
+                rows.dates.extend(seconds.dates.iter().map(|r| DateRow { param: k(), ..r.clone() }));
+                rows.references.extend(seconds.references.iter().map(|r| ReferenceRow { param: k(), ..r.clone() }));
+                rows.numbers.extend(seconds.numbers.iter().map(|r| NumberRow { param: k(), ..r.clone() }));
+                rows.quantities.extend(seconds.quantities.iter().map(|r| QuantityRow { param: k(), ..r.clone() }));
+                rows.uris.extend(seconds.uris.iter().map(|r| UriRow { param: k(), ..r.clone() }));
+            }
+        }
+    }
 }
 
 fn number_of(v: &Value) -> Option<f64> {
@@ -397,7 +589,7 @@ mod tests {
         let rows = extract_index(&p);
         assert!(rows.strings.iter().any(|s| s.param == "family" && s.normalized == "muller" && s.exact == "Müller"));
         assert!(rows.strings.iter().any(|s| s.param == "name" && s.normalized == "zoe"));
-        assert!(!rows.strings.iter().any(|s| s.exact == "official"), "codes are not strings");
+        assert!(!rows.strings.iter().any(|s| s.param == "name" && s.exact == "official"), "codes are not strings");
         let b = rows.dates.iter().find(|d| d.param == "birthdate").unwrap();
         assert_eq!(bastion_fhir::primitives::Instant::from_millis(b.low).to_fhir(), "1980-05-01T00:00:00.000Z");
         let r = rows.references.iter().find(|r| r.param == "general-practitioner").unwrap();
@@ -405,6 +597,70 @@ mod tests {
         let e = json!({"resourceType":"Encounter","id":"e","status":"finished","class":{"code":"AMB"},"period":{"start":"2020-01-01"}});
         let d = extract_index(&e).dates.into_iter().find(|d| d.param == "date").unwrap();
         assert_eq!(d.high, i64::MAX, "an open Period ends never");
+    }
+
+    #[test]
+    fn composite_rows_pair_the_parts_of_one_component() {
+        let bp = json!({"resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": {"value": 150}},
+                {"code": {"coding": [{"code": "8462-4"}]}, "valueQuantity": {"value": 70}}]});
+        let rows = extract_index(&bp);
+        let q = |param: &str| -> Vec<f64> {
+            rows.quantities.iter().filter(|r| r.param == param).map(|r| r.value).collect()
+        };
+        assert_eq!(q("component-code-value-quantity$8480-6|http://loinc.org"), vec![150.0]);
+        assert_eq!(q("component-code-value-quantity$8480-6"), vec![150.0]);
+        assert_eq!(q("component-code-value-quantity$8462-4|"), vec![70.0], "no system: the empty-system key");
+        assert_eq!(q("combo-code-value-quantity$8462-4"), vec![70.0]);
+        assert!(q("code-value-quantity$85354-9").is_empty(), "the panel itself has no value");
+    }
+
+    #[test]
+    fn token_text_and_identifier_type_rows() {
+        let p = json!({"resourceType": "Patient", "id": "p", "identifier": [{"type": {"text": "Medical record",
+            "coding": [{"system": "urn:v2", "code": "MR", "display": "MRN"}]}, "system": "urn:mrn", "value": "42"}]});
+        let rows = extract_index(&p);
+        let texts: Vec<&str> =
+            rows.strings.iter().filter(|s| s.param == "identifier:text").map(|s| s.normalized.as_str()).collect();
+        assert_eq!(texts, vec!["medical record", "mrn"]);
+        assert!(rows.tokens.contains(&TokenRow {
+            param: "identifier:of-type".into(),
+            system: Some("urn:v2|MR".into()),
+            code: "42".into()
+        }));
+    }
+
+    #[test]
+    fn full_text_words_come_from_narrative_text_and_readable_strings() {
+        let c = json!({"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p"},
+            "recordedDate": "2020-01-02", "code": {"text": "Crème brûlée allergy"},
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><b>Bold</b>&amp;Risky</div>"}});
+        let rows = extract_index(&c);
+        let words = |param: &str| -> Vec<&str> {
+            let mut w: Vec<&str> =
+                rows.strings.iter().filter(|s| s.param == param).map(|s| s.normalized.as_str()).collect();
+            w.sort();
+            w
+        };
+        assert_eq!(words("_text"), vec!["bold", "risky"]);
+        let content = words("_content");
+        for w in ["creme", "brulee", "allergy", "bold", "risky"] {
+            assert!(content.contains(&w), "{w} in {content:?}");
+        }
+        for w in ["div", "xmlns", "http", "patient", "2020", "condition"] {
+            assert!(!content.contains(&w), "{w} must not be content: {content:?}");
+        }
+    }
+
+    #[test]
+    fn full_text_is_capped_per_resource() {
+        let div: String = (0..3000).map(|i| format!("w{i} ")).collect();
+        let c = json!({"resourceType": "Basic", "id": "b", "code": {"text": "x"},
+            "text": {"status": "generated", "div": format!("<div>{div}</div>")}});
+        let rows = extract_index(&c);
+        assert_eq!(rows.strings.iter().filter(|s| s.param == "_text").count(), MAX_WORDS_PER_RESOURCE);
     }
 
     #[test]

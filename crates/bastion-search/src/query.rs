@@ -108,6 +108,63 @@ pub enum Clause {
         kind: SearchParamType,
         missing: bool,
     },
+    /// Any of these (a composite's or `_content`'s comma-separated alternatives).
+    Any(Vec<Clause>),
+    /// All of these (the words of one `_content` / `_text` value).
+    All(Vec<Clause>),
+    /// None of this: `:not` (a resource without any value of the parameter matches too).
+    Not(Box<Clause>),
+}
+
+impl Clause {
+    /// The same match against index rows stored under another parameter name: how a
+    /// composite's second component and `:text` reach the rows written for them.
+    fn with_param(self, key: String) -> Clause {
+        match self {
+            Clause::Token { values, .. } => Clause::Token { param: key, values },
+            Clause::String { mode, values, .. } => Clause::String { param: key, mode, values },
+            Clause::Date { values, .. } => Clause::Date { param: key, values },
+            Clause::Reference { values, .. } => Clause::Reference { param: key, values },
+            Clause::Number { values, .. } => Clause::Number { param: key, values },
+            Clause::Quantity { values, .. } => Clause::Quantity { param: key, values },
+            Clause::Uri { mode, values, .. } => Clause::Uri { param: key, mode, values },
+            other => other,
+        }
+    }
+}
+
+/// The index parameter under which the token text of `param` (`CodeableConcept.text`,
+/// `Coding.display`, `Identifier.type.text`) is stored as string rows.
+pub fn token_text_key(param: &str) -> String {
+    format!("{param}:text")
+}
+
+/// The index parameter under which an identifier's `type|value` is stored as token rows
+/// (system = `type system|type code`, code = the identifier's value) for `:of-type`.
+pub fn of_type_key(param: &str) -> String {
+    format!("{param}:of-type")
+}
+
+/// The index parameter under which a composite's second component is stored, keyed by one
+/// coding of its first (token) component: `code-value-quantity$8480-6|http://loinc.org`
+/// for that system and code, `...$8480-6|` for a code without a system, and
+/// `...$8480-6` for the code in any system (each coding is written under both of its keys).
+pub fn composite_key(param: &str, code: &str, system: Option<&str>) -> String {
+    match system {
+        Some(s) => format!("{param}${code}|{s}"),
+        None => format!("{param}${code}"),
+    }
+}
+
+/// Full-text words of `_text` (narrative) and `_content` (every string) are string rows
+/// under these parameter names.
+pub const TEXT_PARAM: &str = "_text";
+pub const CONTENT_PARAM: &str = "_content";
+
+/// Splits text into the normalised words `_text` / `_content` index and match (letters
+/// and digits; accents and case folded; words of one character dropped).
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() > 1).map(crate::index::normalize_string)
 }
 
 /// A number search value: the prefix and the range its precision denotes (`100` is
@@ -271,7 +328,11 @@ fn parse_reference(
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SearchQuery {
+    /// The type the parameters were parsed for (the first of `types` in a system search).
     pub resource_type: String,
+    /// A system-level search (`GET [base]?_type=A,B`): the types searched. Empty for a
+    /// search of `resource_type` alone.
+    pub types: Vec<String>,
     pub clauses: Vec<Clause>,
     /// `_sort` keys, most significant first; the store breaks ties by insertion order.
     pub sort: Vec<SortKey>,
@@ -335,12 +396,49 @@ pub fn parse_sort(resource_type: &str, value: &str) -> Result<Vec<SortKey>, Sear
         .collect()
 }
 
-/// Parses an `_include` / `_revinclude` value.
-pub fn parse_include(value: &str, reverse: bool, iterate: bool) -> Result<Include, SearchError> {
+/// Parses an `_include` / `_revinclude` value into the includes it names: one, or for a
+/// wildcard every reference parameter it covers. `_include=*` follows every reference
+/// parameter of the searched types (`primary_types`), `Type:*` every one of `Type`;
+/// `_revinclude=Type:*` fetches `Type` resources through any of their reference parameters
+/// that can point at a searched type. `_revinclude=*` (everything that points anywhere at a
+/// result) is refused: it has no bound.
+pub fn parse_include(
+    value: &str,
+    reverse: bool,
+    iterate: bool,
+    primary_types: &[String],
+) -> Result<Vec<Include>, SearchError> {
     let name = if reverse { "_revinclude" } else { "_include" };
     let invalid = |reason: String| SearchError::InvalidValue { param: name.into(), reason };
+    let every_reference = |source: &str| -> Vec<Include> {
+        definitions::search_params(source)
+            .into_iter()
+            .filter(|d| d.kind == SearchParamType::Reference)
+            .filter_map(|d| {
+                let target_types: Vec<String> = if reverse {
+                    primary_types
+                        .iter()
+                        .filter(|t| d.targets.iter().any(|x| x == *t || x == "Resource"))
+                        .cloned()
+                        .collect()
+                } else {
+                    d.targets.iter().filter(|t| definitions::is_resource_type(t)).cloned().collect()
+                };
+                (!target_types.is_empty()).then(|| Include {
+                    source_type: source.into(),
+                    param: d.code.clone(),
+                    target_types,
+                    reverse,
+                    iterate,
+                })
+            })
+            .collect()
+    };
     if value == "*" {
-        return Err(invalid("wildcard includes are not supported yet".into()));
+        if reverse {
+            return Err(invalid("_revinclude=* is not supported: name the source type (_revinclude=Type:*)".into()));
+        }
+        return Ok(primary_types.iter().flat_map(|t| every_reference(t)).collect());
     }
     let parts: Vec<&str> = value.split(':').collect();
     let (source, param, target) = match parts.as_slice() {
@@ -348,6 +446,12 @@ pub fn parse_include(value: &str, reverse: bool, iterate: bool) -> Result<Includ
         [s, p, t] => (*s, *p, Some(*t)),
         _ => return Err(invalid(format!("'{value}' is not SourceType:parameter[:TargetType]"))),
     };
+    if param == "*" && target.is_none() {
+        if !definitions::is_resource_type(source) {
+            return Err(invalid(format!("'{source}' is not a resource type")));
+        }
+        return Ok(every_reference(source));
+    }
     let def = definitions::search_param(source, param)
         .filter(|d| d.kind == SearchParamType::Reference)
         .ok_or_else(|| invalid(format!("'{source}:{param}' is not a reference parameter")))?;
@@ -356,7 +460,7 @@ pub fn parse_include(value: &str, reverse: bool, iterate: bool) -> Result<Includ
         Some(t) => return Err(invalid(format!("'{param}' cannot refer to {t}"))),
         None => def.targets.iter().filter(|t| definitions::is_resource_type(t)).cloned().collect(),
     };
-    Ok(Include { source_type: source.into(), param: param.into(), target_types, reverse, iterate })
+    Ok(vec![Include { source_type: source.into(), param: param.into(), target_types, reverse, iterate }])
 }
 
 /// Splits on an unescaped `sep`, unescaping `\,` `\|` `\$` `\\` in the parts.
@@ -440,7 +544,17 @@ impl SearchQuery {
         for (name, value) in params {
             clauses.push(parse_param(resource_type, name, value, 0, max_chain_depth)?);
         }
-        Ok(SearchQuery { resource_type: resource_type.into(), clauses, sort: Vec::new() })
+        Ok(SearchQuery { resource_type: resource_type.into(), types: Vec::new(), clauses, sort: Vec::new() })
+    }
+
+    /// The resource types searched.
+    pub fn scope_types(&self) -> Vec<String> {
+        if self.types.is_empty() { vec![self.resource_type.clone()] } else { self.types.clone() }
+    }
+
+    /// The one type searched, or `Resource` for a system-level search.
+    pub fn scope_type(&self) -> &str {
+        if self.types.is_empty() { &self.resource_type } else { "Resource" }
     }
 
     /// Parses the query string of a conditional interaction (`If-None-Exist`, `PUT [type]?...`).
@@ -588,13 +702,27 @@ fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<
         Some((c, m)) => (c, Some(m)),
         None => (name, None),
     };
+    let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
+    if code == "_list" {
+        // `_list=X` is `_has:List:item:_id=X`: the List itself is access-checked like any
+        // other `_has` source, so a list the caller may not see selects nothing.
+        if let Some(m) = modifier {
+            return Err(unsupported(m));
+        }
+        let ids = parse_ids(code, value)?;
+        clauses.push(Clause::Has {
+            source_type: "List".into(),
+            param: "item".into(),
+            inner: Box::new(Clause::Id(ids)),
+        });
+        return Ok(());
+    }
     let def = definitions::search_param(resource_type, code)
         .ok_or_else(|| SearchError::UnknownParameter { resource_type: resource_type.into(), param: code.into() })?;
     let alternatives = split_escaped(value, ',');
     if alternatives.iter().any(String::is_empty) {
         return Err(SearchError::InvalidValue { param: code.into(), reason: "empty value".into() });
     }
-    let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
     if modifier == Some("missing") {
         let missing = match value {
             "true" => true,
@@ -616,17 +744,88 @@ fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<
         if let Some(m) = modifier {
             return Err(unsupported(m));
         }
-        let ids: Vec<String> = alternatives.iter().map(|a| unescape(a)).collect();
-        if let Some(bad) = ids.iter().find(|i| !bastion_fhir::primitives::is_valid_id(i)) {
-            return Err(SearchError::InvalidValue { param: code.into(), reason: format!("'{bad}' is not a valid id") });
-        }
-        clauses.push(Clause::Id(ids));
+        clauses.push(Clause::Id(parse_ids(code, value)?));
         return Ok(());
     }
-    match (def.kind, modifier) {
-        (SearchParamType::Token, None) => {
-            let values = alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>()?;
-            clauses.push(Clause::Token { param: code.into(), values });
+    if code == TEXT_PARAM || code == CONTENT_PARAM {
+        let mode = match modifier {
+            None => StringMode::StartsWith,
+            Some("exact") => StringMode::Exact,
+            Some("contains") => StringMode::Contains,
+            Some(m) => return Err(unsupported(m)),
+        };
+        clauses.push(parse_full_text(code, mode, &alternatives)?);
+        return Ok(());
+    }
+    clauses.push(parse_values(resource_type, code, def, modifier, &alternatives)?);
+    Ok(())
+}
+
+fn parse_ids(code: &str, value: &str) -> Result<Vec<String>, SearchError> {
+    let ids: Vec<String> = split_escaped(value, ',').iter().map(|a| unescape(a)).collect();
+    match ids.iter().find(|i| !bastion_fhir::primitives::is_valid_id(i)) {
+        Some(bad) => {
+            Err(SearchError::InvalidValue { param: code.into(), reason: format!("'{bad}' is not a valid id") })
+        }
+        None => Ok(ids),
+    }
+}
+
+/// `_text` / `_content`: each comma-separated alternative is a list of words, all of which
+/// must occur (as word prefixes, whole words with `:exact`, or anywhere in a word with
+/// `:contains`).
+fn parse_full_text(code: &str, mode: StringMode, alternatives: &[String]) -> Result<Clause, SearchError> {
+    let mut any = Vec::new();
+    for a in alternatives {
+        let all: Vec<Clause> =
+            words(&unescape(a)).map(|w| Clause::String { param: code.into(), mode, values: vec![w] }).collect();
+        if all.is_empty() {
+            return Err(SearchError::InvalidValue {
+                param: code.into(),
+                reason: "give at least one word of two or more letters or digits".into(),
+            });
+        }
+        any.push(Clause::All(all));
+    }
+    Ok(Clause::Any(any))
+}
+
+/// The comma-separated `alternatives` of one parameter, by the parameter's type.
+fn parse_values(
+    resource_type: &str,
+    code: &str,
+    def: &definitions::SearchParamDef,
+    modifier: Option<&str>,
+    alternatives: &[String],
+) -> Result<Clause, SearchError> {
+    let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
+    let tokens = || alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>();
+    let normalized = || alternatives.iter().map(|a| crate::index::normalize_string(&unescape(a))).collect();
+    Ok(match (def.kind, modifier) {
+        (SearchParamType::Token, None) => Clause::Token { param: code.into(), values: tokens()? },
+        (SearchParamType::Token, Some("not")) => {
+            Clause::Not(Box::new(Clause::Token { param: code.into(), values: tokens()? }))
+        }
+        (SearchParamType::Token, Some("text")) => {
+            Clause::String { param: token_text_key(code), mode: StringMode::StartsWith, values: normalized() }
+        }
+        (SearchParamType::Token, Some("of-type")) => {
+            let values = alternatives
+                .iter()
+                .map(|a| match split_escaped(a, '|').as_slice() {
+                    [system, type_code, value] if !system.is_empty() && !type_code.is_empty() && !value.is_empty() => {
+                        Ok(TokenValue {
+                            system: SystemMatch::Is(format!("{}|{}", unescape(system), unescape(type_code))),
+                            code: Some(unescape(value)),
+                        })
+                    }
+                    _ => Err(SearchError::InvalidValue {
+                        param: code.into(),
+                        reason: ":of-type takes type-system|type-code|value".into(),
+                    }),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Clause::Token { param: of_type_key(code), values }
         }
         (SearchParamType::String, m @ (None | Some("exact") | Some("contains"))) => {
             let mode = match m {
@@ -634,21 +833,19 @@ fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<
                 Some("contains") => StringMode::Contains,
                 _ => StringMode::StartsWith,
             };
-            let values = alternatives
-                .iter()
-                .map(|a| {
-                    let v = unescape(a);
-                    if mode == StringMode::Exact { v } else { crate::index::normalize_string(&v) }
-                })
-                .collect();
-            clauses.push(Clause::String { param: code.into(), mode, values });
+            let values = if mode == StringMode::Exact {
+                alternatives.iter().map(|a| unescape(a)).collect()
+            } else {
+                normalized()
+            };
+            Clause::String { param: code.into(), mode, values }
         }
         (SearchParamType::Date, None) => {
             let values = alternatives.iter().map(|a| parse_date(code, a)).collect::<Result<Vec<_>, _>>()?;
             if code == "_lastUpdated" {
-                clauses.push(Clause::LastUpdated(values));
+                Clause::LastUpdated(values)
             } else {
-                clauses.push(Clause::Date { param: code.into(), values });
+                Clause::Date { param: code.into(), values }
             }
         }
         (SearchParamType::Reference, m) => {
@@ -661,15 +858,15 @@ fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<
                 .iter()
                 .map(|a| parse_reference(code, &unescape(a), m, &def.targets))
                 .collect::<Result<Vec<_>, _>>()?;
-            clauses.push(Clause::Reference { param: code.into(), values });
+            Clause::Reference { param: code.into(), values }
         }
         (SearchParamType::Number, None) => {
             let values = alternatives.iter().map(|a| parse_number(code, a)).collect::<Result<Vec<_>, _>>()?;
-            clauses.push(Clause::Number { param: code.into(), values });
+            Clause::Number { param: code.into(), values }
         }
         (SearchParamType::Quantity, None) => {
             let values = alternatives.iter().map(|a| parse_quantity(code, a)).collect::<Result<Vec<_>, _>>()?;
-            clauses.push(Clause::Quantity { param: code.into(), values });
+            Clause::Quantity { param: code.into(), values }
         }
         (SearchParamType::Uri, m @ (None | Some("below") | Some("above"))) => {
             let mode = match m {
@@ -677,26 +874,74 @@ fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<
                 Some("above") => UriMode::Above,
                 _ => UriMode::Exact,
             };
-            clauses.push(Clause::Uri {
-                param: code.into(),
-                mode,
-                values: alternatives.iter().map(|a| unescape(a)).collect(),
-            });
+            Clause::Uri { param: code.into(), mode, values: alternatives.iter().map(|a| unescape(a)).collect() }
         }
+        (SearchParamType::Composite, None) => parse_composite(resource_type, code, def, alternatives)?,
         (
             SearchParamType::Token
             | SearchParamType::String
             | SearchParamType::Date
             | SearchParamType::Number
             | SearchParamType::Quantity
-            | SearchParamType::Uri,
+            | SearchParamType::Uri
+            | SearchParamType::Composite,
             Some(m),
-        ) => {
-            return Err(unsupported(m));
-        }
+        ) => return Err(unsupported(m)),
         _ => return Err(SearchError::UnsupportedParameter { param: code.into() }),
+    })
+}
+
+/// Whether a composite parameter can be indexed and searched: two components, the first a
+/// token (every R4 composite but the three-part MolecularSequence coordinates and
+/// DocumentReference's `relationship`, whose R4 definition is inconsistent).
+pub fn is_supported_composite(def: &definitions::SearchParamDef) -> bool {
+    def.kind == SearchParamType::Composite
+        && def.components.len() == 2
+        && def.components[0].kind == SearchParamType::Token
+        && def.components[1].kind != SearchParamType::Composite
+}
+
+/// `code$value` alternatives of a composite: the second component's match against the rows
+/// stored under the first component's coding (see [`composite_key`]).
+fn parse_composite(
+    resource_type: &str,
+    code: &str,
+    def: &definitions::SearchParamDef,
+    alternatives: &[String],
+) -> Result<Clause, SearchError> {
+    if !is_supported_composite(def) {
+        return Err(SearchError::UnsupportedParameter { param: code.into() });
     }
-    Ok(())
+    let second = &def.components[1];
+    let second_def = definitions::search_param(resource_type, &second.code)
+        .ok_or_else(|| SearchError::UnsupportedParameter { param: code.into() })?;
+    let mut any = Vec::new();
+    for a in alternatives {
+        let parts = split_escaped(a, '$');
+        let [first, rest] = parts.as_slice() else {
+            return Err(SearchError::InvalidValue {
+                param: code.into(),
+                reason: "a composite value is token$value, with '$' in a value escaped as '\\$'".into(),
+            });
+        };
+        let key = match parse_token(code, first)? {
+            TokenValue { system: SystemMatch::Any, code: Some(c) } => composite_key(code, &c, None),
+            TokenValue { system: SystemMatch::NoSystem, code: Some(c) } => composite_key(code, &c, Some("")),
+            TokenValue { system: SystemMatch::Is(s), code: Some(c) } => composite_key(code, &c, Some(&s)),
+            TokenValue { code: None, .. } => {
+                return Err(SearchError::InvalidValue {
+                    param: code.into(),
+                    reason: "the first part of a composite value needs a code".into(),
+                });
+            }
+        };
+        if rest.is_empty() {
+            return Err(SearchError::InvalidValue { param: code.into(), reason: "empty value".into() });
+        }
+        let inner = parse_values(resource_type, &second.code, second_def, None, std::slice::from_ref(rest))?;
+        any.push(inner.with_param(key));
+    }
+    Ok(Clause::Any(any))
 }
 
 #[cfg(test)]

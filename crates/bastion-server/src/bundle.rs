@@ -337,10 +337,10 @@ pub async fn apply_transaction(
                     }
                 }
                 let reference = format!("{resource_type}/{}", target.as_deref().or(id.as_deref()).unwrap_or_default());
-                if let Some(f) = &e.full_url {
-                    if resolved.insert(f.clone(), reference).is_some() {
-                        return Err(entry_error(e.index, "fullUrl is used by more than one entry"));
-                    }
+                if let Some(f) = &e.full_url
+                    && resolved.insert(f.clone(), reference).is_some()
+                {
+                    return Err(entry_error(e.index, "fullUrl is used by more than one entry"));
                 }
                 preassigned.insert(e.index, id);
             }

@@ -5,13 +5,16 @@
 use bastion_fhir::definitions::{self, SearchParamType};
 use serde_json::{Value, json};
 
-/// Search parameters the query parser and the indexer implement today: `_id`,
-/// `_lastUpdated`, and token, string, date and reference parameters whose expression the
-/// indexer can evaluate.
-// (token, string, date, reference, number, quantity, uri)
+/// Search parameters the query parser and the indexer implement: `_id`, `_lastUpdated`,
+/// `_text`, `_content`, every token, string, date, reference, number, quantity and uri
+/// parameter whose expression the indexer can evaluate, and the two-part composites.
 fn supported(p: &definitions::SearchParamDef) -> bool {
     match p.code.as_str() {
-        "_id" | "_lastUpdated" => true,
+        "_id" | "_lastUpdated" | "_text" | "_content" => true,
+        _ if p.kind == SearchParamType::Composite => {
+            bastion_search::query::is_supported_composite(p)
+                && p.expression.as_deref().and_then(bastion_search::index::parse_expression).is_some()
+        }
         _ => {
             bastion_search::is_indexed_kind(p.kind)
                 && p.expression.as_deref().and_then(bastion_search::index::parse_expression).is_some()
@@ -43,6 +46,10 @@ pub fn capability_statement(base: &str) -> Value {
                 .into_iter()
                 .filter(|p| supported(p))
                 .map(|p| json!({"name": p.code, "definition": p.url, "type": type_name(p.kind)}))
+                .chain(std::iter::once(json!({
+                    "name": "_list", "type": "token",
+                    "documentation": "resources that a List (by id) holds as entry.item"
+                })))
                 .collect();
             json!({
                 "type": t,
@@ -72,7 +79,7 @@ pub fn capability_statement(base: &str) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
         }],
     })
 }

@@ -555,14 +555,23 @@ impl Engine {
         params: &[(String, String)],
         patient_compartment: Option<&str>,
     ) -> Result<Reply, ApiError> {
+        // A system-level search parses every parameter for each type it covers, and uses
+        // it only if it means something on all of them.
+        let system = resource_type == crate::interaction::SYSTEM_SEARCH;
+        let types: Vec<String> = if system { system_search_types(params)? } else { vec![resource_type.to_string()] };
         let mut used = Vec::new();
         let mut ignored = Vec::new();
         for (k, v) in params {
-            if SEARCH_RESULT_PARAMS.contains(&k.as_str()) || RESULT_SHAPING_PARAMS.contains(&k.as_str()) {
+            if SEARCH_RESULT_PARAMS.contains(&k.as_str())
+                || RESULT_SHAPING_PARAMS.contains(&k.as_str())
+                || (system && k == "_type")
+            {
                 continue;
             }
             let one = [(k.clone(), v.clone())];
-            match SearchQuery::parse_limited(resource_type, &one, self.limits.max_chain_depth) {
+            let parsed: Result<Vec<_>, _> =
+                types.iter().map(|t| SearchQuery::parse_limited(t, &one, self.limits.max_chain_depth)).collect();
+            match parsed {
                 Ok(_) => used.push((k.clone(), v.clone())),
                 // Unknown parameters are ignored (and reported) unless strict; an unknown
                 // modifier is always an error, since ignoring it would change the meaning.
@@ -572,7 +581,10 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut query = SearchQuery::parse_limited(resource_type, &used, self.limits.max_chain_depth)?;
+        let mut query = SearchQuery::parse_limited(&types[0], &used, self.limits.max_chain_depth)?;
+        if system {
+            query.types = types.clone();
+        }
         if let Some(patient) = patient_compartment {
             query.clauses.push(Clause::InPatientCompartment(patient.to_string()));
         }
@@ -581,13 +593,14 @@ impl Engine {
         for (k, v) in params {
             match k.as_str() {
                 "_sort" => {
-                    query.sort.extend(parse_sort(resource_type, v)?);
+                    query.sort.extend(parse_sort(&types[0], v)?);
                     shaping.push((k.clone(), v.clone()));
                 }
                 "_include" | "_revinclude" | "_include:iterate" | "_revinclude:iterate" => {
-                    includes.push(parse_include(v, k.starts_with("_rev"), k.ends_with(":iterate"))?);
+                    includes.extend(parse_include(v, k.starts_with("_rev"), k.ends_with(":iterate"), &types)?);
                     shaping.push((k.clone(), v.clone()));
                 }
+                "_type" if system => shaping.push((k.clone(), v.clone())),
                 _ => {}
             }
         }
@@ -642,6 +655,7 @@ impl Engine {
             }
             match patient_compartment {
                 Some(p) => format!("{}/Patient/{p}/{resource_type}?{q}", self.base),
+                None if system => format!("{}?{q}", self.base),
                 None => format!("{}/{resource_type}?{q}", self.base),
             }
         };
@@ -712,7 +726,7 @@ impl Engine {
                     let q = SearchQuery {
                         resource_type: inc.source_type.clone(),
                         clauses: vec![Clause::Reference { param: inc.param.clone(), values }],
-                        sort: Vec::new(),
+                        ..SearchQuery::default()
                     };
                     found.extend(self.store.search(&ctx.access, &q, page).await?.items);
                 } else {
@@ -729,7 +743,7 @@ impl Engine {
                                 param: inc.param.clone(),
                                 source_ids: source_ids.clone(),
                             }],
-                            sort: Vec::new(),
+                            ..SearchQuery::default()
                         };
                         found.extend(self.store.search(&ctx.access, &q, page).await?.items);
                     }
@@ -744,6 +758,30 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The types a system-level search covers: those `_type` lists (comma-separated, or
+/// repeated), or every resource type.
+fn system_search_types(params: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+    let mut types: Vec<String> = Vec::new();
+    for (_, v) in params.iter().filter(|(k, _)| k == "_type") {
+        for t in v.split(',') {
+            if !bastion_fhir::definitions::is_resource_type(t) {
+                return Err(ApiError::invalid(
+                    IssueType::Invalid,
+                    "_type lists a name that is not an R4 resource type",
+                    Some("_type"),
+                ));
+            }
+            if !types.iter().any(|x| x == t) {
+                types.push(t.to_string());
+            }
+        }
+    }
+    if types.is_empty() {
+        types = bastion_fhir::definitions::resource_types().iter().map(|t| t.to_string()).collect();
+    }
+    Ok(types)
 }
 
 /// How many rounds `:iterate` follows references.

@@ -150,7 +150,7 @@ fn decode_body(
         return Ok(None);
     }
     let mt = header_str(headers, "content-type").map(media_type);
-    if path.ends_with("/_search") {
+    if path == "_search" || path.ends_with("/_search") {
         if bytes.is_empty() {
             return Ok(None);
         }

@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// The `resource_type` of a system-level search (`GET [base]?_type=...`): not a type.
+pub const SYSTEM_SEARCH: &str = "";
+
 /// What `Prefer: return=` asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PreferReturn {
@@ -154,16 +157,9 @@ pub fn parse(method: &str, path: &str, query: &str, body: Option<Body>) -> Resul
         }
     };
     match (method, segments.as_slice()) {
-        ("GET" | "HEAD", []) => {
-            if query.is_empty() {
-                Err(ApiError::invalid(
-                    IssueType::NotSupported,
-                    "system-level search needs _type (not supported yet)",
-                    None,
-                ))
-            } else {
-                Err(ApiError::invalid(IssueType::NotSupported, "system-level search is not supported yet", None))
-            }
+        // System-level search: every type, or those `_type` names.
+        ("GET" | "HEAD", []) | ("GET" | "HEAD" | "POST", ["_search"]) => {
+            Ok(Interaction::Search { resource_type: SYSTEM_SEARCH.into(), params: params(), compartment: None })
         }
         ("POST", []) => Ok(Interaction::Bundle { body: resource_body(body)? }),
         ("GET" | "HEAD", ["metadata"]) => Ok(Interaction::Capabilities),

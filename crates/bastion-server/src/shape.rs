@@ -3,6 +3,7 @@
 //! `SUBSETTED` tag, as the spec requires.
 
 use bastion_fhir::IssueType;
+use bastion_fhir::definitions;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
@@ -16,6 +17,8 @@ pub enum Shape {
     Text,
     /// `_summary=data`: everything but the narrative.
     Data,
+    /// `_summary=true`: the elements the base definition marks as summary.
+    Summary,
     /// `_elements=a,b`: these top-level elements (with id and meta).
     Elements(Vec<String>),
 }
@@ -31,11 +34,7 @@ impl Shape {
             (Some("count"), None) => Ok(Shape::CountOnly),
             (Some("text"), None) => Ok(Shape::Text),
             (Some("data"), None) => Ok(Shape::Data),
-            (Some("true"), None) => Err(ApiError::invalid(
-                IssueType::NotSupported,
-                "_summary=true is not supported yet; use _elements",
-                None,
-            )),
+            (Some("true"), None) => Ok(Shape::Summary),
             (Some(other), None) => {
                 Err(bad(&format!("_summary must be true, text, data, count or false, not '{other}'")))
             }
@@ -61,6 +60,7 @@ impl Shape {
             Shape::Full | Shape::CountOnly => return Ok(Some(bytes.to_vec())),
             Shape::Data => Box::new(|k| k != "text"),
             Shape::Text => Box::new(|k| matches!(k, "text" | "status")),
+            Shape::Summary => Box::new(|_| true),
             Shape::Elements(names) => {
                 let names = names.clone();
                 Box::new(move |k| names.iter().any(|n| n == k))
@@ -69,6 +69,13 @@ impl Shape {
         let v: Value =
             serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("stored JSON unreadable: {e}")))?;
         let Value::Object(fields) = v else { return Ok(Some(bytes.to_vec())) };
+        let fields = match self {
+            Shape::Summary => {
+                let rtype = fields.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+                summary_of(&rtype, &rtype, fields)
+            }
+            _ => fields,
+        };
         let mut out = Map::new();
         for (k, val) in fields {
             if matches!(k.as_str(), "resourceType" | "id" | "meta") || keep(&k) {
@@ -84,4 +91,40 @@ impl Shape {
         }
         Ok(Some(serde_json::to_vec(&Value::Object(out)).unwrap_or_default()))
     }
+}
+
+/// The summary elements of an object at `path` of `resource_type` (the resource itself,
+/// or one of its backbone elements, which are reduced the same way). An element the
+/// definitions do not know is dropped: a summary never carries more than the spec lists.
+fn summary_of(resource_type: &str, path: &str, fields: Map<String, Value>) -> Map<String, Value> {
+    let Some(table) = definitions::type_definition(resource_type).and_then(|t| t.table(path)) else {
+        return Map::new();
+    };
+    let mut out = Map::new();
+    for (k, v) in fields {
+        if k == "resourceType" {
+            out.insert(k, v);
+            continue;
+        }
+        let name = k.strip_prefix('_').unwrap_or(&k);
+        let Some(child) = table.child(name) else { continue };
+        if !child.element.is_summary {
+            continue;
+        }
+        let v = match (&child.element.backbone, v) {
+            (Some(sub), Value::Object(o)) => Value::Object(summary_of(resource_type, sub, o)),
+            (Some(sub), Value::Array(items)) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|i| match i {
+                        Value::Object(o) => Value::Object(summary_of(resource_type, sub, o)),
+                        other => other,
+                    })
+                    .collect(),
+            ),
+            (_, v) => v,
+        };
+        out.insert(k, v);
+    }
+    out
 }

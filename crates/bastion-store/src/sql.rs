@@ -85,7 +85,7 @@ pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
 
 /// The access predicate over the version row aliased `v` (a chain's target has its own).
 fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
-    let a = Alias { r: String::new(), v: v.to_string(), types: Vec::new() };
+    let a = Alias { r: String::new(), v: v.to_string(), types: Vec::new(), correlated: false };
     match access {
         AccessPredicate::AllowAll => {
             sql.push("1 = 1");
@@ -133,6 +133,34 @@ pub struct Alias {
     v: String,
     /// The resource types the aliased row can be (bound into index lookups).
     types: Vec<String>,
+    /// Test the row (`EXISTS` on its own index rows) rather than select the set of rows
+    /// (`pk IN (...)`): see [`push_clauses`].
+    correlated: bool,
+}
+
+impl Alias {
+    fn correlated(&self) -> Alias {
+        Alias { r: self.r.clone(), v: self.v.clone(), types: self.types.clone(), correlated: true }
+    }
+}
+
+/// How well a clause narrows a search, lower first: the clause a query is driven by.
+/// A guess from the parameter's kind, not from statistics, so that the plan does not depend
+/// on whether the database has been analysed: a reference to one resource or an id selects
+/// a handful of rows, a token or string some, a date range many.
+fn selectivity(clause: &Clause) -> Option<u8> {
+    Some(match clause {
+        Clause::Id(_) => 0,
+        Clause::Reference { values, .. } if values.iter().all(|v| !matches!(v, ReferenceValue::Url(_))) => 1,
+        Clause::InPatientCompartment(_) | Clause::ReferencedBy { .. } => 1,
+        Clause::Reference { .. } | Clause::Uri { .. } => 2,
+        Clause::Token { .. } | Clause::String { .. } => 3,
+        Clause::Date { .. } | Clause::Number { .. } | Clause::Quantity { .. } => 4,
+        Clause::Chain { .. } | Clause::Has { .. } => 5,
+        Clause::All(_) | Clause::Any(_) => 6,
+        // These only ever filter.
+        Clause::LastUpdated(_) | Clause::Missing { .. } | Clause::Not(_) => return None,
+    })
 }
 
 impl Sql {
@@ -144,11 +172,21 @@ impl Sql {
 }
 
 /// Appends the search clauses over the current-resource row aliased `r`.
+///
+/// The most selective clause (see [`selectivity`]) selects the candidate rows
+/// (`r.pk IN (SELECT res_pk FROM idx_... WHERE ...)`); every other clause tests each
+/// candidate through its own index rows (`EXISTS (... WHERE res_pk = r.pk ...)`). Left to
+/// itself, a planner without statistics may instead materialise the broadest clause
+/// (`category=laboratory`: half the table) and probe it; with this shape both backends
+/// start from the narrow set.
 fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate) {
-    let top = Alias { r: "r".into(), v: "v".into(), types: vec![query.resource_type.clone()] };
-    for clause in &query.clauses {
+    let top = Alias { r: "r".into(), v: "v".into(), types: query.scope_types(), correlated: false };
+    let driver =
+        query.clauses.iter().enumerate().filter_map(|(i, c)| selectivity(c).map(|s| (s, i))).min().map(|(_, i)| i);
+    for (i, clause) in query.clauses.iter().enumerate() {
         sql.push(" AND ");
-        push_clause(sql, clause, &query.resource_type, access, &top, 0);
+        let a = if Some(i) == driver { &top } else { &top.correlated() };
+        push_clause(sql, clause, query.scope_type(), access, a, 0);
     }
 }
 
@@ -249,6 +287,15 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                 };
             });
         }
+        Clause::InPatientCompartment(patient) if a.correlated => {
+            sql.pusha("(EXISTS (SELECT 1 FROM compartments c2 WHERE c2.res_pk = {r}.pk AND c2.version_id = {r}.version_id AND c2.patient_id = ", a)
+                .bind_text(patient)
+                .push(")");
+            if resource_type == "Patient" {
+                sql.pusha(" OR {r}.res_id = ", a).bind_text(patient);
+            }
+            sql.push(")");
+        }
         Clause::InPatientCompartment(patient) => {
             sql.pusha("({r}.pk IN (SELECT c2.res_pk FROM compartments c2 JOIN resources cr ON cr.pk = c2.res_pk AND cr.version_id = c2.version_id WHERE c2.patient_id = ", a)
                     .bind_text(patient)
@@ -281,19 +328,46 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(if *missing { "NOT EXISTS (SELECT 1 FROM " } else { "EXISTS (SELECT 1 FROM " });
             sql.push(table).pusha(" m WHERE m.res_pk = {r}.pk AND m.param = ", a).bind_text(param).push(")");
         }
+        Clause::Any(clauses) | Clause::All(clauses) => {
+            let join = if matches!(clause, Clause::Any(_)) { " OR " } else { " AND " };
+            sql.push("(");
+            for (i, c) in clauses.iter().enumerate() {
+                if i > 0 {
+                    sql.push(join);
+                }
+                push_clause(sql, c, resource_type, access, a, depth);
+            }
+            if clauses.is_empty() {
+                sql.push(if matches!(clause, Clause::Any(_)) { "1 = 0" } else { "1 = 1" });
+            }
+            sql.push(")");
+        }
+        Clause::Not(inner) => {
+            sql.push("NOT (");
+            push_clause(sql, inner, resource_type, access, &a.correlated(), depth);
+            sql.push(")");
+        }
         Clause::Chain { param, target_types, inner } => {
             // The rows whose `param` points at a visible target matching `inner`.
             let n = depth + 1;
-            let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: target_types.clone() };
+            let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: target_types.clone(), correlated: false };
             let x = format!("x{n}");
-            sql.pusha("{r}.pk IN (SELECT ", a).push(&x).push(".res_pk FROM idx_reference ").push(&x);
+            if a.correlated {
+                sql.push("EXISTS (SELECT 1 FROM idx_reference ").push(&x);
+            } else {
+                sql.pusha("{r}.pk IN (SELECT ", a).push(&x).push(".res_pk FROM idx_reference ").push(&x);
+            }
             sql.pusha(" JOIN resources {r} ON {r}.res_type = ", t)
                 .push(&x)
                 .pusha(".target_type AND {r}.res_id = ", t)
                 .push(&x)
                 .push(".target_id");
             sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
-            sql.push(" WHERE ").push(&x).push(".res_type IN ").bind_list(&a.types);
+            if a.correlated {
+                sql.push(" WHERE ").push(&x).pusha(".res_pk = {r}.pk", a);
+            } else {
+                sql.push(" WHERE ").push(&x).push(".res_type IN ").bind_list(&a.types);
+            }
             sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
             sql.pusha(" AND {r}.deleted = 0 AND {r}.res_type IN ", t).bind_list(target_types);
             sql.push(" AND ");
@@ -305,9 +379,29 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
         Clause::Has { source_type, param, inner } => {
             // The rows that a visible `source_type` resource matching `inner` points at.
             let n = depth + 1;
-            let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: vec![source_type.clone()] };
+            let t =
+                &Alias { r: format!("r{n}"), v: format!("v{n}"), types: vec![source_type.clone()], correlated: false };
             let x = format!("x{n}");
             let target = format!("tr{n}");
+            if a.correlated {
+                // The same, tested for this row: a source row pointing at it.
+                sql.push("EXISTS (SELECT 1 FROM resources ").pusha("{r}", t);
+                sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
+                sql.push(" JOIN idx_reference ").push(&x).push(" ON ").push(&x).pusha(".res_pk = {r}.pk", t);
+                sql.pusha(" WHERE {r}.res_type = ", t).bind_text(source_type).pusha(" AND {r}.deleted = 0", t);
+                sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
+                sql.push(" AND ")
+                    .push(&x)
+                    .pusha(".target_type = {r}.res_type AND ", a)
+                    .push(&x)
+                    .pusha(".target_id = {r}.res_id", a);
+                sql.push(" AND ");
+                push_clause(sql, inner, source_type, access, t, n);
+                sql.push(" AND ");
+                push_access_as(sql, access, &t.v);
+                sql.push(")");
+                return;
+            }
             sql.pusha("{r}.pk IN (SELECT ", a).push(&target).push(".pk FROM resources ").pusha("{r}", t);
             sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
             sql.push(" JOIN idx_reference ").push(&x).push(" ON ").push(&x).pusha(".res_pk = {r}.pk", t);
@@ -336,8 +430,13 @@ fn push_index_match<T>(
     values: &[T],
     mut each: impl FnMut(&mut Sql, &T),
 ) {
-    sql.pusha("{r}.pk IN (SELECT ", a).push(alias).push(".res_pk FROM ").push(table).push(" ").push(alias);
-    sql.push(" WHERE ").push(alias).push(".res_type IN ").bind_list(&a.types);
+    if a.correlated {
+        sql.push("EXISTS (SELECT 1 FROM ").push(table).push(" ").push(alias).push(" WHERE ").push(alias);
+        sql.pusha(".res_pk = {r}.pk", a);
+    } else {
+        sql.pusha("{r}.pk IN (SELECT ", a).push(alias).push(".res_pk FROM ").push(table).push(" ").push(alias);
+        sql.push(" WHERE ").push(alias).push(".res_type IN ").bind_list(&a.types);
+    }
     sql.push(" AND ").push(alias).push(".param = ").bind_text(param).push(" AND (");
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
@@ -466,7 +565,11 @@ fn push_date(sql: &mut Sql, v: &DateValue, lo: &str, hi: &str) {
 const CURRENT_JOIN: &str = " FROM resources r JOIN resource_versions v ON v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id";
 
 fn search_where(sql: &mut Sql, access: &AccessPredicate, query: &SearchQuery) {
-    sql.push(" WHERE r.res_type = ").bind_text(&query.resource_type).push(" AND r.deleted = 0");
+    match query.types.as_slice() {
+        [] => sql.push(" WHERE r.res_type = ").bind_text(&query.resource_type),
+        types => sql.push(" WHERE r.res_type IN ").bind_list(types),
+    };
+    sql.push(" AND r.deleted = 0");
     push_clauses(sql, query, access);
     sql.push(" AND ");
     push_access(sql, access);

@@ -39,8 +39,12 @@ async fn seed(store: &dyn Store) {
         )
         .await
         .unwrap();
-        let obs = json!({"resourceType": "Observation", "id": format!("o-{p}"), "status": "final", "code": {"text": "x"},
+        let mut obs = json!({"resourceType": "Observation", "id": format!("o-{p}"), "status": "final", "code": {"text": "x"},
             "subject": {"reference": format!("Patient/{p}")}});
+        if p == "p1" {
+            // visible to p1, pointing (not as compartment membership) at hidden p2
+            obs["focus"] = json!([{"reference": "Patient/p2"}]);
+        }
         interactions::update(&mut *tx, "Observation", &format!("o-{p}"), obs, None, bastion_store::Method::Put)
             .await
             .unwrap();
@@ -91,6 +95,38 @@ async fn check_seam(store: Arc<dyn Store>) {
     assert_eq!(page.total, Some(1));
     let page = store.search(&p1, &patients_by_obs, Page { offset: 0, limit: 10, with_total: true }).await.unwrap();
     assert_eq!(page.total, Some(0), "_has does not reach through a hidden resource");
+    // The same, with the chain or _has as the clause that selects the candidates and as one
+    // that only tests them (another clause drives): the inner rows are access-checked in both.
+    let count = |q: &[(&str, &str)]| {
+        let q = SearchQuery::parse(
+            if q[0].0.starts_with("_has") || q.iter().any(|(k, _)| k.starts_with("_has")) {
+                "Patient"
+            } else {
+                "Observation"
+            },
+            &q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let store = store.clone();
+        let p1 = p1.clone();
+        async move {
+            let hidden = store.search(&p1, &q, Page { offset: 0, limit: 10, with_total: true }).await.unwrap().total;
+            let all = store
+                .search(&AccessPredicate::AllowAll, &q, Page { offset: 0, limit: 10, with_total: true })
+                .await
+                .unwrap()
+                .total;
+            (hidden, all)
+        }
+    };
+    assert_eq!(count(&[("focus:Patient._id", "p2")]).await, (Some(0), Some(1)), "chain as driver");
+    assert_eq!(count(&[("_id", "o-p1"), ("focus:Patient._id", "p2")]).await, (Some(0), Some(1)), "chain as test");
+    assert_eq!(count(&[("_has:Observation:focus:_id", "o-focus")]).await, (Some(0), Some(1)), "_has as driver");
+    assert_eq!(
+        count(&[("_id", "p1"), ("_has:Observation:focus:_id", "o-focus")]).await,
+        (Some(0), Some(1)),
+        "_has as test"
+    );
     // history at every level
     for level in [HistoryLevel::System, HistoryLevel::Type { resource_type: "Observation".into() }] {
         let h = store
