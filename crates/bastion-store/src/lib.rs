@@ -60,6 +60,9 @@ pub trait Store: Send + Sync {
 
     /// Has `bastion import` already loaded a file with this SHA-256 (hex)?
     async fn imported(&self, sha256: &str) -> Result<bool>;
+
+    /// Is any of these token ids (an access token's `jti`, its refresh family) revoked?
+    async fn any_revoked(&self, token_ids: &[String]) -> Result<bool>;
 }
 
 /// A write transaction: every change inside it lands together or not at all.
@@ -75,6 +78,14 @@ pub trait StoreTx: Send {
     /// Ids of current resources matching `query` (at most `limit`), as seen inside this
     /// transaction.
     async fn find_ids(&mut self, access: &AccessPredicate, query: &SearchQuery, limit: usize) -> Result<Vec<String>>;
+
+    /// Records a client assertion's `jti` until `expires_at` (Unix seconds, with `now` to
+    /// drop expired records); `false` when the client has used it before. Committed, the
+    /// record is seen by every node on the same database.
+    async fn remember_jti(&mut self, client_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool>;
+
+    /// Revokes a token id (an access token's `jti`, or a refresh family) until `expires_at`.
+    async fn revoke(&mut self, token_id: &str, expires_at: i64, now: i64) -> Result<()>;
 
     /// Records an imported file in the same transaction as its resources.
     async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()>;

@@ -13,6 +13,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 3, sql: include_str!("../migrations/sqlite/0003_search_indexes.sql") },
     Migration { version: 4, sql: include_str!("../migrations/sqlite/0004_number_quantity_uri.sql") },
     Migration { version: 5, sql: include_str!("../migrations/sqlite/0005_string_collation.sql") },
+    Migration { version: 6, sql: include_str!("../migrations/sqlite/0006_auth_state.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -21,6 +22,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 3, sql: include_str!("../migrations/postgres/0003_search_indexes.sql") },
     Migration { version: 4, sql: include_str!("../migrations/postgres/0004_number_quantity_uri.sql") },
     Migration { version: 5, sql: include_str!("../migrations/postgres/0005_string_collation.sql") },
+    Migration { version: 6, sql: include_str!("../migrations/postgres/0006_auth_state.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

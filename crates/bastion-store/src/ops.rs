@@ -77,6 +77,34 @@ pub(crate) async fn find_ids(
     c.texts(&sql::find_ids(access, q, limit)).await
 }
 
+/// Records a client assertion's `jti` (until `expires_at`, Unix seconds); `false` when this
+/// client used it before. Expired records are dropped on the way.
+pub(crate) async fn remember_jti(c: &dyn Conn, client_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
+    c.execute(&stmt(sql::write::PURGE_JTI, vec![SqlValue::Int(now)])).await?;
+    let inserted = c
+        .execute(&stmt(
+            sql::write::INSERT_JTI,
+            vec![SqlValue::Text(client_id.into()), SqlValue::Text(jti.into()), SqlValue::Int(expires_at)],
+        ))
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Marks a token id revoked until `expires_at` (Unix seconds).
+pub(crate) async fn revoke(c: &dyn Conn, token_id: &str, expires_at: i64, now: i64) -> Result<()> {
+    c.execute(&stmt(sql::write::PURGE_REVOKED, vec![SqlValue::Int(now)])).await?;
+    c.execute(&stmt(sql::write::INSERT_REVOKED, vec![SqlValue::Text(token_id.into()), SqlValue::Int(expires_at)]))
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn any_revoked(c: &dyn Conn, ids: &[String]) -> Result<bool> {
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    Ok(c.int(&sql::any_revoked(ids)).await?.is_some())
+}
+
 pub(crate) async fn record_import(c: &dyn Conn, sha256: &str, name: &str, resources: u64) -> Result<()> {
     let now = bastion_fhir::primitives::Instant::now().millis;
     c.execute(&stmt(

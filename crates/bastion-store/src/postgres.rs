@@ -174,6 +174,10 @@ impl Store for PgStore {
     async fn imported(&self, sha256: &str) -> Result<bool> {
         ops::imported(&PgConn(&*self.client().await?), sha256).await
     }
+
+    async fn any_revoked(&self, token_ids: &[String]) -> Result<bool> {
+        ops::any_revoked(&PgConn(&*self.client().await?), token_ids).await
+    }
 }
 
 /// A write transaction on one pooled connection.
@@ -229,6 +233,14 @@ impl StoreTx for PgTx {
 
     async fn find_ids(&mut self, access: &AccessPredicate, q: &SearchQuery, limit: usize) -> Result<Vec<String>> {
         ops::find_ids(&self.conn(), access, q, limit).await
+    }
+
+    async fn remember_jti(&mut self, client_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
+        ops::remember_jti(&self.conn(), client_id, jti, expires_at, now).await
+    }
+
+    async fn revoke(&mut self, token_id: &str, expires_at: i64, now: i64) -> Result<()> {
+        ops::revoke(&self.conn(), token_id, expires_at, now).await
     }
 
     async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()> {

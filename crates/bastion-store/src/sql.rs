@@ -179,15 +179,29 @@ impl Sql {
 /// itself, a planner without statistics may instead materialise the broadest clause
 /// (`category=laboratory`: half the table) and probe it; with this shape both backends
 /// start from the narrow set.
-fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate) {
+fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate, driver: Option<usize>) {
     let top = Alias { r: "r".into(), v: "v".into(), types: query.scope_types(), correlated: false };
-    let driver =
-        query.clauses.iter().enumerate().filter_map(|(i, c)| selectivity(c).map(|s| (s, i))).min().map(|(_, i)| i);
     for (i, clause) in query.clauses.iter().enumerate() {
         sql.push(" AND ");
         let a = if Some(i) == driver { &top } else { &top.correlated() };
         push_clause(sql, clause, query.scope_type(), access, a, 0);
     }
+}
+
+/// The resource-type test of rows that `driver` selects. With a driving clause other than
+/// `_id`, the test must not be usable as an index: a planner without statistics would
+/// otherwise walk every resource of the type and probe the driver for each (`|| ''` is the
+/// portable way to say so; the driver's own subquery is bound to the type already).
+fn type_column(column: &str, driver: Option<&Clause>) -> String {
+    match driver {
+        Some(c) if !matches!(c, Clause::Id(_)) && selectivity(c).is_some() => format!("({column} || '')"),
+        _ => column.to_string(),
+    }
+}
+
+/// The clause that selects the candidates: the most selective one, if any clause can.
+fn driver(query: &SearchQuery) -> Option<usize> {
+    query.clauses.iter().enumerate().filter_map(|(i, c)| selectivity(c).map(|s| (s, i))).min().map(|(_, i)| i)
 }
 
 /// One clause over the rows aliased in `a`. Chains and `_has` open a subquery on other rows,
@@ -239,7 +253,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
         Clause::Reference { param, values } => {
-            push_index_match(sql, a, "idx_reference", "x", param, values, |sql, v| {
+            let one = |sql: &mut Sql, v: &ReferenceValue| {
                 match v {
                     ReferenceValue::Typed { resource_type, id } => sql
                         .push("(x.target_type = ")
@@ -250,7 +264,32 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                     ReferenceValue::Id(id) => sql.push("x.target_id = ").bind_text(id),
                     ReferenceValue::Url(url) => sql.push("x.url = ").bind_text(url),
                 };
-            });
+            };
+            let ids: Option<Vec<String>> = values
+                .iter()
+                .map(|v| match v {
+                    ReferenceValue::Typed { id, .. } | ReferenceValue::Id(id) => Some(id.clone()),
+                    ReferenceValue::Url(_) => None,
+                })
+                .collect();
+            match ids {
+                // Several ids (a `_revinclude` over a page of results): the ids as an IN list
+                // that the index can seek, the exact (type, id) pairs as the filter. An OR of
+                // pairs alone makes a planner scan the whole parameter.
+                Some(ids) if values.len() > 1 => {
+                    push_index_match(sql, a, "idx_reference", "x", param, &[()], |sql, _| {
+                        sql.push("x.target_id IN ").bind_list(&ids).push(" AND (");
+                        for (i, v) in values.iter().enumerate() {
+                            if i > 0 {
+                                sql.push(" OR ");
+                            }
+                            one(sql, v);
+                        }
+                        sql.push(")");
+                    });
+                }
+                _ => push_index_match(sql, a, "idx_reference", "x", param, values, one),
+            }
         }
         Clause::Number { param, values } => {
             push_index_match(sql, a, "idx_number", "n", param, values, |sql, v| {
@@ -306,8 +345,11 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(")");
         }
         Clause::ReferencedBy { source_type, param, source_ids } => {
-            sql.pusha("{r}.pk IN (SELECT tgt.pk FROM idx_reference x JOIN resources src ON src.pk = x.res_pk", a)
-                .push(" JOIN resources tgt ON tgt.res_type = x.target_type AND tgt.res_id = x.target_id WHERE x.res_type = ")
+            // Driven by the source ids (src by its unique key, then its own reference rows);
+            // the reference rows' type is implied by src and deliberately not tested, since an
+            // index on it would invite a scan of every reference of the parameter.
+            sql.pusha("{r}.pk IN (SELECT tgt.pk FROM resources src JOIN idx_reference x ON x.res_pk = src.pk", a)
+                .push(" JOIN resources tgt ON tgt.res_type = x.target_type AND tgt.res_id = x.target_id WHERE src.res_type = ")
                 .bind_text(source_type)
                 .push(" AND src.res_id IN ")
                 .bind_list(source_ids)
@@ -347,27 +389,19 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             push_clause(sql, inner, resource_type, access, &a.correlated(), depth);
             sql.push(")");
         }
-        Clause::Chain { param, target_types, inner } => {
-            // The rows whose `param` points at a visible target matching `inner`.
+        Clause::Chain { param, target_types, inner } if a.correlated => {
+            // This row's `param` points at a visible target matching `inner`.
             let n = depth + 1;
             let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: target_types.clone(), correlated: false };
             let x = format!("x{n}");
-            if a.correlated {
-                sql.push("EXISTS (SELECT 1 FROM idx_reference ").push(&x);
-            } else {
-                sql.pusha("{r}.pk IN (SELECT ", a).push(&x).push(".res_pk FROM idx_reference ").push(&x);
-            }
+            sql.push("EXISTS (SELECT 1 FROM idx_reference ").push(&x);
             sql.pusha(" JOIN resources {r} ON {r}.res_type = ", t)
                 .push(&x)
                 .pusha(".target_type AND {r}.res_id = ", t)
                 .push(&x)
                 .push(".target_id");
             sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
-            if a.correlated {
-                sql.push(" WHERE ").push(&x).pusha(".res_pk = {r}.pk", a);
-            } else {
-                sql.push(" WHERE ").push(&x).push(".res_type IN ").bind_list(&a.types);
-            }
+            sql.push(" WHERE ").push(&x).pusha(".res_pk = {r}.pk", a);
             sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
             sql.pusha(" AND {r}.deleted = 0 AND {r}.res_type IN ", t).bind_list(target_types);
             sql.push(" AND ");
@@ -375,6 +409,26 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(" AND ");
             push_access_as(sql, access, &t.v);
             sql.push(")");
+        }
+        Clause::Chain { param, target_types, inner } => {
+            // The rows whose `param` points at one of the visible targets matching `inner`:
+            // the targets first (driven by `inner`), then the references to them by index.
+            let n = depth + 1;
+            let t = &Alias { r: format!("r{n}"), v: format!("v{n}"), types: target_types.clone(), correlated: false };
+            let x = format!("x{n}");
+            sql.pusha("{r}.pk IN (SELECT ", a).push(&x).push(".res_pk FROM idx_reference ").push(&x);
+            sql.push(" WHERE ").push(&x).push(".res_type IN ").bind_list(&a.types);
+            sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
+            sql.push(" AND (").push(&x).push(".target_type, ").push(&x).push(".target_id) IN (");
+            sql.pusha("SELECT {r}.res_type, {r}.res_id FROM resources {r}", t);
+            sql.pusha(" JOIN resource_versions {v} ON {v}.res_type = {r}.res_type AND {v}.res_id = {r}.res_id AND {v}.version_id = {r}.version_id", t);
+            sql.pusha(" WHERE {r}.deleted = 0 AND ", t).push(&type_column(&format!("{}.res_type", t.r), Some(inner)));
+            sql.push(" IN ").bind_list(target_types);
+            sql.push(" AND ");
+            push_clause(sql, inner, &target_types[0], access, t, n);
+            sql.push(" AND ");
+            push_access_as(sql, access, &t.v);
+            sql.push("))");
         }
         Clause::Has { source_type, param, inner } => {
             // The rows that a visible `source_type` resource matching `inner` points at.
@@ -407,7 +461,8 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(" JOIN idx_reference ").push(&x).push(" ON ").push(&x).pusha(".res_pk = {r}.pk", t);
             sql.push(" JOIN resources ").push(&target).push(" ON ").push(&target).push(".res_type = ").push(&x);
             sql.push(".target_type AND ").push(&target).push(".res_id = ").push(&x).push(".target_id");
-            sql.pusha(" WHERE {r}.res_type = ", t).bind_text(source_type).pusha(" AND {r}.deleted = 0", t);
+            sql.push(" WHERE ").push(&type_column(&format!("{}.res_type", t.r), Some(inner))).push(" = ");
+            sql.bind_text(source_type).pusha(" AND {r}.deleted = 0", t);
             sql.push(" AND ").push(&x).push(".param = ").bind_text(param);
             sql.push(" AND ").push(&target).push(".res_type IN ").bind_list(&a.types);
             sql.push(" AND ");
@@ -565,12 +620,14 @@ fn push_date(sql: &mut Sql, v: &DateValue, lo: &str, hi: &str) {
 const CURRENT_JOIN: &str = " FROM resources r JOIN resource_versions v ON v.res_type = r.res_type AND v.res_id = r.res_id AND v.version_id = r.version_id";
 
 fn search_where(sql: &mut Sql, access: &AccessPredicate, query: &SearchQuery) {
+    let driver = driver(query);
+    let column = type_column("r.res_type", driver.map(|i| &query.clauses[i]));
     match query.types.as_slice() {
-        [] => sql.push(" WHERE r.res_type = ").bind_text(&query.resource_type),
-        types => sql.push(" WHERE r.res_type IN ").bind_list(types),
+        [] => sql.push(" WHERE ").push(&column).push(" = ").bind_text(&query.resource_type),
+        types => sql.push(" WHERE ").push(&column).push(" IN ").bind_list(types),
     };
     sql.push(" AND r.deleted = 0");
-    push_clauses(sql, query, access);
+    push_clauses(sql, query, access, driver);
     sql.push(" AND ");
     push_access(sql, access);
 }
@@ -734,7 +791,22 @@ pub mod write {
         "INSERT INTO idx_token (res_pk, res_type, param, system, code, compartment_key) VALUES (?, ?, ?, ?, ?, ?)";
     pub const INSERT_IMPORT: &str = "INSERT INTO imports (sha256, name, resources, imported_at) VALUES (?, ?, ?, ?)";
     pub const SELECT_IMPORT: &str = "SELECT 1 FROM imports WHERE sha256 = ?";
+    /// Auth state (see migration 0006).
+    pub const INSERT_JTI: &str =
+        "INSERT INTO auth_jti (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING";
+    pub const PURGE_JTI: &str = "DELETE FROM auth_jti WHERE expires_at < ?";
+    pub const INSERT_REVOKED: &str =
+        "INSERT INTO auth_revoked (token_id, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING";
+    pub const PURGE_REVOKED: &str = "DELETE FROM auth_revoked WHERE expires_at < ?";
     pub const INSERT_COMPARTMENT: &str = "INSERT INTO compartments (patient_id, res_pk, version_id) VALUES (?, ?, ?)";
+}
+
+/// Is any of these token ids revoked?
+pub fn any_revoked(ids: &[String]) -> Sql {
+    let mut sql = Sql::new("SELECT 1 FROM auth_revoked WHERE token_id IN ");
+    sql.bind_list(ids);
+    sql.push(" LIMIT 1");
+    sql
 }
 
 /// The columns of `StoredVersion` as decoded from either backend.
