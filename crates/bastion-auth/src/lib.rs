@@ -1,11 +1,22 @@
-//! SMART on FHIR authorization for Bastion.
+//! SMART on FHIR authorization for Bastion: the pure and cryptographic parts.
 //!
-//! Today: the scope grammar ([`scope`]): SMART v1 and v2 scopes, granular filters, launch and
-//! identity scopes, and the grant rule (what was asked ∩ what the client may have ∩ what the
-//! user's roles allow). Pure code, no I/O. The authorization server (codes, tokens, clients,
-//! keys) builds on it.
+//! - [`scope`]: SMART v1 and v2 scopes, granular filters, launch and identity scopes, and the
+//!   grant rule (what was asked ∩ what the client may have ∩ what the user's roles allow);
+//! - [`keys`] and [`token`]: the server's RS256 signing key and the access tokens it issues
+//!   and validates;
+//! - [`assertion`]: `private_key_jwt` client assertions (RS384 / ES384);
+//! - [`secret`]: Argon2id passwords and constant-time client-secret comparison.
+//!
+//! No I/O except reading and writing the key file: state that must be shared by every node
+//! (replayed `jti`s, revocations) is the store's, and the HTTP endpoints are the server's.
 #![forbid(unsafe_code)]
 
+pub mod assertion;
+mod error;
+pub mod keys;
 pub mod scope;
+pub mod secret;
+pub mod token;
 
-pub use scope::{Perms, ResourceScope, Scope, ScopeContext, ScopeError, ScopeSet, TypeSel};
+pub use error::AuthError;
+pub use scope::{Ceiling, Perms, ResourceScope, Scope, ScopeContext, ScopeError, ScopeSet, TypeSel};

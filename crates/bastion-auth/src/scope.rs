@@ -272,7 +272,8 @@ fn parse_filter(f: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for pair in f.split('&') {
         let (k, v) = pair.split_once('=')?;
-        let name_ok = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+        let name_ok =
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
         if !name_ok || v.is_empty() {
             return None;
         }
@@ -380,8 +381,7 @@ pub struct Ceiling<'a> {
 /// `requested` under every ceiling: the scope itself with fewer permissions, or (for a
 /// wildcard type under named-type ceilings) one scope per type that every ceiling allows.
 fn narrow(requested: &ResourceScope, ceilings: &[Ceiling<'_>]) -> Vec<ResourceScope> {
-    let perms_under_all =
-        |r: &ResourceScope| ceilings.iter().fold(r.perms, |p, c| p.intersection(c.scopes.allows(r)));
+    let perms_under_all = |r: &ResourceScope| ceilings.iter().fold(r.perms, |p, c| p.intersection(c.scopes.allows(r)));
     let whole = perms_under_all(requested);
     let mut out = Vec::new();
     if !whole.is_empty() {
@@ -470,7 +470,8 @@ mod tests {
 
     #[test]
     fn granular_filters_are_parsed_sorted_and_rendered() {
-        let r = rs("patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory");
+        let r =
+            rs("patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory");
         assert_eq!(r.filter.len(), 1);
         assert_eq!(r.filter[0].0, "category");
         let a = rs("patient/Condition.rs?b=2&a=1");
@@ -506,7 +507,10 @@ mod tests {
     fn identity_and_launch_scopes() {
         let s = set("launch launch/patient launch/encounter openid fhirUser profile offline_access online_access");
         assert_eq!(s.iter().count(), 8);
-        assert_eq!(s.to_string(), "launch launch/patient launch/encounter openid fhirUser profile offline_access online_access");
+        assert_eq!(
+            s.to_string(),
+            "launch launch/patient launch/encounter openid fhirUser profile offline_access online_access"
+        );
     }
 
     #[test]
@@ -533,7 +537,8 @@ mod tests {
 
     #[test]
     fn grant_is_the_intersection_of_request_client_and_roles() {
-        let requested = set("launch/patient openid fhirUser patient/Observation.cruds patient/Patient.rs offline_access");
+        let requested =
+            set("launch/patient openid fhirUser patient/Observation.cruds patient/Patient.rs offline_access");
         let client_ceiling = set("launch/patient openid fhirUser patient/*.rs");
         let role = set("patient/*.cruds");
         let g = ScopeSet::grant(&requested, &[client(&client_ceiling), roles(&role)]);
@@ -580,9 +585,7 @@ mod tests {
         let ceiling = set(lab);
         assert_eq!(ScopeSet::grant(&set(lab), &[client(&ceiling)]).to_string(), lab);
         assert!(ScopeSet::grant(&set("patient/Observation.rs"), &[client(&ceiling)]).is_empty());
-        assert!(
-            ScopeSet::grant(&set("patient/Observation.rs?category=vital-signs"), &[client(&ceiling)]).is_empty()
-        );
+        assert!(ScopeSet::grant(&set("patient/Observation.rs?category=vital-signs"), &[client(&ceiling)]).is_empty());
         // an unfiltered ceiling allows a filtered (narrower) request
         let wide = set("patient/Observation.rs");
         assert_eq!(ScopeSet::grant(&set(lab), &[client(&wide)]).to_string(), lab);
