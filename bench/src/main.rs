@@ -144,6 +144,26 @@ const SEARCHES: &[&str] = &[
     "Observation?subject:Patient.name=Smith",
 ];
 
+const BENCH_CLIENT: &str = "bench-admin";
+const BENCH_SECRET: &str = "bench-admin-secret-0123456789";
+
+/// A client that sends a `system/*.cruds` token of the bench client with every request.
+async fn authorized(client: &reqwest::Client, root: &str) -> reqwest::Client {
+    let r = client
+        .post(format!("{root}/auth/token"))
+        .basic_auth(BENCH_CLIENT, Some(BENCH_SECRET))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&scope=system%2F*.cruds")
+        .send()
+        .await
+        .expect("token request");
+    let b: Value = r.json().await.expect("token response");
+    let token = b["access_token"].as_str().expect("an access token").to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().pool_max_idle_per_host(64).default_headers(headers).build().unwrap()
+}
+
 /// `pg_database_size` of the database `url` names.
 async fn pg_database_size(url: &str) -> Option<u64> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.ok()?;
@@ -175,11 +195,19 @@ async fn bench_backend(
     work: &std::path::Path,
 ) -> BackendResult {
     let cfg = work.join(format!("{name}.toml"));
-    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{storage_url}\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{storage_url}\"\n\n[[clients]]\nid = \"{BENCH_CLIENT}\"\nkind = \"confidential\"\nsecret = \"{BENCH_SECRET}\"\nscopes = \"system/*.cruds\"\n"
+        ),
+    )
+    .unwrap();
     let mut cmd = Command::new(bastion);
     cmd.arg("serve").arg("--config").arg(&cfg).env("BASTION_LOG", "warn").current_dir(work);
     let srv = spawn_listening(cmd);
     let base = format!("{}/fhir", srv.root);
+    // Every request carries a real token, as a client's would.
+    let client = &authorized(client, &srv.root).await;
     let pid = srv.child.id();
     eprintln!("[{name}] importing {} transaction bundles", bundles.len());
 

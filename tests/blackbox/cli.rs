@@ -49,10 +49,14 @@ async fn environment_overrides_configuration_file() {
     let cfg = dir.join("bastion.toml");
     std::fs::write(
         &cfg,
-        format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n", dir.display()),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n{ADMIN_CLIENT_TOML}",
+            dir.display()
+        ),
     )
     .unwrap();
-    let srv = Server::spawn(&cfg, &[], &[("BASTION_LIMITS__MAX_BODY_BYTES", "2048")], dir, None).unwrap();
+    let mut srv = Server::spawn(&cfg, &[], &[("BASTION_LIMITS__MAX_BODY_BYTES", "2048")], dir, None).unwrap();
+    srv.sign_in_as_admin().await;
     let big = json!({"resourceType": "Patient", "name": [{"family": "x".repeat(4000)}]});
     assert_outcome(srv.post("Patient", &big).await, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(srv.post("Patient", &json!({"resourceType": "Patient"})).await.status(), StatusCode::CREATED);
@@ -67,7 +71,24 @@ async fn serve_demo_loads_demo_data_and_prints_tips() {
         format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n", dir.display()),
     )
     .unwrap();
-    let srv = Server::spawn(&cfg, &["--demo"], &[], dir, None).unwrap();
+    let mut srv = Server::spawn(&cfg, &["--demo"], &[], dir, None).unwrap();
+    // The tips say how to get a token for the demo client; follow them.
+    let mut secret = None;
+    for _ in 0..100 {
+        secret = srv.stdout.lock().unwrap().iter().find_map(|l| {
+            l.split("-u demo-admin:").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        });
+        if secret.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let secret = secret.expect("the demo prints how to get a token");
+    assert_eq!(srv.get("Patient/demo-alice").await.status(), StatusCode::UNAUTHORIZED, "no token, no data");
+    let token = srv.client_credentials("demo-admin", &secret, "system/*.rs").await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    srv.client = reqwest::Client::builder().default_headers(headers).build().unwrap();
     let p = body(srv.get("Patient/demo-alice").await).await;
     assert_eq!(p["name"][0]["family"], "Anders");
     let obs = body(srv.get("Observation?code=http://loinc.org|8867-4").await).await;

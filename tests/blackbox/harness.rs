@@ -28,9 +28,26 @@ pub struct Server {
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     pg: Option<(String, String)>, // (admin url, database)
+    /// Every line the server printed on standard output so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Whether dropping this server removes its data directory (a second node does not).
+    owns_data: bool,
 }
 
 static SKIP_BANNER: Once = Once::new();
+
+/// The public URL of a test deployment with several nodes.
+pub const CLUSTER_URL: &str = "http://cluster.bastion.test";
+
+/// Every test server registers this confidential client; the harness signs in with it.
+pub const ADMIN_CLIENT: &str = "blackbox-admin";
+pub const ADMIN_SECRET: &str = "blackbox-admin-secret-0123456789";
+pub const ADMIN_CLIENT_TOML: &str = r#"[[clients]]
+id = "blackbox-admin"
+kind = "confidential"
+secret = "blackbox-admin-secret-0123456789"
+scopes = "system/*.cruds"
+"#;
 
 fn loud(msg: &str) {
     // Directly on the process's stderr: libtest captures only the print macros.
@@ -80,6 +97,16 @@ impl Server {
 
     /// Starts a server with extra TOML appended to the test configuration.
     pub async fn start_with(backend: Backend, extra_toml: &str) -> Option<Server> {
+        Self::start_inner(backend, "", extra_toml).await
+    }
+
+    /// Starts the first node of a deployment whose public URL is [`CLUSTER_URL`] (so that a
+    /// [`Server::second_node`] accepts its tokens): issuer and audience are that URL's.
+    pub async fn start_cluster(backend: Backend, extra_toml: &str) -> Option<Server> {
+        Self::start_inner(backend, &format!("public_url = \"{CLUSTER_URL}\"\n"), extra_toml).await
+    }
+
+    async fn start_inner(backend: Backend, server_toml: &str, extra_toml: &str) -> Option<Server> {
         let data_dir = std::env::temp_dir().join(format!("bastion-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data_dir).unwrap();
         let (storage_url, pg) = match backend {
@@ -94,12 +121,58 @@ impl Server {
         let config_path = data_dir.join("bastion.toml");
         std::fs::write(
             &config_path,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\nurl = \"{storage_url}\"\n\n{extra_toml}\n"),
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n{server_toml}\n[storage]\nurl = \"{storage_url}\"\n\n{ADMIN_CLIENT_TOML}\n{extra_toml}\n"
+            ),
         )
         .unwrap();
-        let server = Self::spawn(&config_path, &[], &[], data_dir.clone(), pg)
+        let mut server = Self::spawn(&config_path, &[], &[], data_dir.clone(), pg)
             .unwrap_or_else(|e| panic!("server did not start: {e}"));
+        server.sign_in_as_admin().await;
         Some(server)
+    }
+
+    /// Gets a `system/*.cruds` token for the test's admin client and sends it with every
+    /// request made through [`Server::client`] from then on.
+    pub async fn sign_in_as_admin(&mut self) {
+        let token = self.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/*.cruds").await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        self.client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    }
+
+    /// A token from the token endpoint for a confidential client (HTTP Basic).
+    pub async fn client_credentials(&self, id: &str, secret: &str, scope: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/auth/token", self.root))
+            .basic_auth(id, Some(secret))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=client_credentials&scope={}", scope.replace(' ', "+").replace('*', "%2A")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "client_credentials for {id}");
+        let b: Value = r.json().await.unwrap();
+        b["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Another server process on the same configuration, database and data directory (so
+    /// the same signing key): a second node of one deployment.
+    pub async fn second_node(&self) -> Server {
+        let mut node = Self::spawn(&self.data_dir.join("bastion.toml"), &[], &[], self.data_dir.clone(), None)
+            .unwrap_or_else(|e| panic!("second node did not start: {e}"));
+        node.owns_data = false;
+        node.sign_in_as_admin().await;
+        node
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.pg.is_some() { Backend::Postgres } else { Backend::Sqlite }
+    }
+
+    /// A client that sends no token.
+    pub fn anonymous(&self) -> reqwest::Client {
+        reqwest::Client::new()
     }
 
     /// Spawns `bastion serve --config FILE [args]` and waits for its "listening" line.
@@ -124,6 +197,8 @@ impl Server {
             .map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = lines.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -131,12 +206,20 @@ impl Server {
                     let _ = tx.send(line[idx + "listening on ".len()..].trim().to_string());
                     sent = true;
                 }
+                collected.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(root) => {
-                Ok(Server { child, base: format!("{root}/fhir"), root, client: reqwest::Client::new(), data_dir, pg })
-            }
+            Ok(root) => Ok(Server {
+                child,
+                base: format!("{root}/fhir"),
+                root,
+                client: reqwest::Client::new(),
+                data_dir,
+                pg,
+                stdout: lines,
+                owns_data: true,
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let mut err = String::new();
@@ -209,7 +292,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
         if let Some((admin, db)) = self.pg.take() {
             // Drop runs inside the test's runtime: use a thread with its own.
             let _ = std::thread::spawn(move || {

@@ -16,7 +16,10 @@ impl Fixture {
         let cfg = dir.join("bastion.toml");
         std::fs::write(
             &cfg,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n", dir.display()),
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n{ADMIN_CLIENT_TOML}",
+                dir.display()
+            ),
         )
         .unwrap();
         Fixture { dir, cfg }
@@ -42,8 +45,10 @@ impl Fixture {
         )
     }
 
-    fn serve(self) -> Server {
-        Server::spawn(&self.cfg.clone(), &[], &[], self.dir.clone(), None).unwrap()
+    async fn serve(self) -> Server {
+        let mut srv = Server::spawn(&self.cfg.clone(), &[], &[], self.dir.clone(), None).unwrap();
+        srv.sign_in_as_admin().await;
+        srv
     }
 }
 
@@ -66,7 +71,7 @@ async fn import_bundles_and_ndjson_then_serve_them() {
     let (ok, out) = f.import(&[&b, &n]);
     assert!(ok, "{out}");
     assert!(out.contains("imported 4 resources from 2 file(s)"), "{out}");
-    let srv = f.serve();
+    let srv = f.serve().await;
     assert_eq!(body(srv.get("Patient?_total=accurate").await).await["total"], 3);
     assert_eq!(body(srv.get("Patient/nd1").await).await["gender"], "male");
     let obs = body(srv.get("Observation").await).await;
@@ -92,7 +97,7 @@ async fn import_file_with_a_bad_line_writes_nothing_and_says_which_line() {
     assert!(ok, "{out}");
     assert!(out.contains("already imported"), "{out}");
     assert!(out.contains("1 skipped"), "{out}");
-    let srv = f.serve();
+    let srv = f.serve().await;
     assert_eq!(body(srv.get("Patient?_total=accurate").await).await["total"], 3);
 }
 
@@ -107,6 +112,6 @@ async fn import_of_invalid_transaction_bundle_writes_nothing() {
     let (ok, out) = f.import(&[&b]);
     assert!(!ok);
     assert!(out.contains("Bundle.entry[1]"), "{out}");
-    let srv = f.serve();
+    let srv = f.serve().await;
     assert_eq!(body(srv.get("Patient?_total=accurate").await).await["total"], 0);
 }

@@ -71,11 +71,13 @@ impl Default for StorageConfig {
 pub struct AuthConfig {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    /// Development only: the FHIR API answers without a token. Warned about at every start.
+    pub disabled: bool,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { access_token_ttl_secs: 3600, refresh_token_ttl_secs: 7_776_000 }
+        AuthConfig { access_token_ttl_secs: 3600, refresh_token_ttl_secs: 7_776_000, disabled: false }
     }
 }
 

@@ -32,6 +32,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("not acceptable: {0}")]
     NotAcceptable(String),
+    /// No valid bearer token (401, with `WWW-Authenticate: Bearer`). Which check failed is
+    /// logged, never told.
+    #[error("unauthorized")]
+    Unauthorized,
     /// Something broke inside the server. The cause is logged; the client learns nothing.
     #[error("internal: {0}")]
     Internal(String),
@@ -56,6 +60,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(m) => single(IssueType::TooLong, m),
             ApiError::UnsupportedMediaType(m) => single(IssueType::NotSupported, m),
             ApiError::NotAcceptable(m) => single(IssueType::NotSupported, m),
+            ApiError::Unauthorized => single(IssueType::Login, "a valid bearer token is required"),
             ApiError::Internal(_) => single(IssueType::Exception, "the server could not complete the request"),
         }
     }

@@ -6,23 +6,45 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use bastion_fhir::IssueType;
 use bastion_fhir::primitives::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::auth::AuthService;
 use crate::engine::{Engine, Reply, ReplyBody, RequestContext};
 use crate::error::ApiError;
 use crate::interaction::{self, Body, Conditions, Interaction, PreferReturn, parse_etag};
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-pub fn router(engine: Arc<Engine>) -> Router {
+/// What every handler may reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub auth: Arc<AuthService>,
+    /// Development only (`auth.disabled`): the FHIR API answers without a token.
+    pub auth_disabled: bool,
+}
+
+impl FromRef<AppState> for Arc<AuthService> {
+    fn from_ref(s: &AppState) -> Self {
+        s.auth.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"pass\"}") }))
+        .route("/auth/token", post(crate::auth::token))
+        .route("/auth/introspect", post(crate::auth::introspect))
+        .route("/auth/revoke", post(crate::auth::revoke))
+        .route("/auth/jwks", get(crate::auth::jwks))
+        .route("/auth/.well-known/openid-configuration", get(crate::auth::openid_configuration))
+        .route("/fhir/.well-known/smart-configuration", get(crate::auth::smart_configuration))
         .route("/fhir", any(fhir))
         .route("/fhir/", any(fhir))
         .route("/fhir/{*path}", any(fhir))
@@ -31,7 +53,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             tracing::error!("request handler panicked");
             error_response(&ApiError::Internal("panic".into()))
         }))
-        .with_state(engine)
+        .with_state(state)
 }
 
 pub fn error_response(e: &ApiError) -> Response {
@@ -183,16 +205,47 @@ fn decode_body(
     }
 }
 
-async fn fhir(State(engine): State<Arc<Engine>>, request: Request) -> Response {
-    match handle(&engine, request).await {
+async fn fhir(State(state): State<AppState>, request: Request) -> Response {
+    match handle(&state, request).await {
         Ok(r) => r,
+        Err(e @ ApiError::Unauthorized) => {
+            let mut r = error_response(&e);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"bastion\", error=\"invalid_token\""),
+            );
+            r
+        }
         Err(e) => error_response(&e),
     }
 }
 
-async fn handle(engine: &Engine, request: Request) -> Result<Response, ApiError> {
+/// Who is calling: the bearer token's principal; `None` for the anonymous endpoints
+/// (`metadata`) and when authentication is disabled.
+async fn caller(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Option<crate::auth::Principal>, ApiError> {
+    if path == "metadata" || state.auth_disabled {
+        return Ok(None);
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    match state.auth.authenticate(token).await {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            tracing::info!(check = %e, "bearer token refused");
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let engine = &*state.engine;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/fhir").unwrap_or("").trim_start_matches('/').to_string();
+    let principal = caller(state, &path, &parts.headers).await?;
     let mut query = parts.uri.query().unwrap_or("").to_string();
     check_acceptable(&query, &parts.headers)?;
     let bytes = read_body(body, &parts.headers, engine.limits.max_body_bytes).await?;
@@ -203,6 +256,10 @@ async fn handle(engine: &Engine, request: Request) -> Result<Response, ApiError>
         conditions: conditions(&parts.headers)?,
         prefer_return,
         strict,
+        // Paging tokens are bound to this.
+        caller: principal
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), |p| format!("{}|{}", p.client_id, p.subject)),
         ..RequestContext::unrestricted()
     };
     let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });

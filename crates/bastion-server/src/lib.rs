@@ -5,6 +5,7 @@
 //! and validation (bastion-fhir).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bundle;
 pub mod capability;
 pub mod config;

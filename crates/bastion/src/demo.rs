@@ -89,15 +89,46 @@ pub async fn load(engine: &Engine) -> Result<(), String> {
         .map_err(|e| e.outcome().to_json().to_string())
 }
 
-pub fn print_tips(base: &str) {
+/// The demo's backend client: a confidential client with a fresh random secret, allowed
+/// `system/*.cruds`, added unless the configuration already registers `demo-admin`.
+pub const DEMO_CLIENT: &str = "demo-admin";
+
+pub fn add_demo_client(config: &mut bastion_server::Config) -> Result<String, String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    let secret = hex::encode(bytes);
+    if !config.clients.iter().any(|c| c.id == DEMO_CLIENT) {
+        config.clients.push(bastion_server::config::ClientConfig {
+            id: DEMO_CLIENT.into(),
+            kind: "confidential".into(),
+            redirect_uris: Vec::new(),
+            scopes: "system/*.cruds".into(),
+            secret: Some(secret.clone()),
+            jwks: None,
+            jwks_uri: None,
+            purposes: Vec::new(),
+            roles: Vec::new(),
+            clearance: None,
+        });
+    }
+    Ok(secret)
+}
+
+pub fn print_tips(base: &str, public_url: &str, secret: &str) {
+    let public_url = public_url.trim_end_matches('/');
     println!();
     println!("Demo data loaded: {} patients with observations (two of them security-labelled).", PATIENTS.len());
+    println!("Get a token (client {DEMO_CLIENT}, a secret made for this run):");
+    println!(
+        "  TOKEN=$(curl -s -u {DEMO_CLIENT}:{secret} -d grant_type=client_credentials -d 'scope=system/*.rs system/*.cruds' {public_url}/auth/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"
+    );
     println!("Try:");
     println!("  curl {base}/metadata");
-    println!("  curl {base}/Patient/demo-alice");
-    println!("  curl '{base}/Observation?code=http://loinc.org|8867-4'");
-    println!("  curl {base}/Patient/demo-alice/_history");
+    println!("  curl {base}/.well-known/smart-configuration");
+    println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/Patient/demo-alice");
+    println!("  curl -H \"Authorization: Bearer $TOKEN\" '{base}/Observation?code=http://loinc.org|8867-4'");
+    println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/Patient/demo-alice/_history");
     println!(
-        "  curl -X POST -H 'Content-Type: application/fhir+json' -d '{{\"resourceType\":\"Patient\",\"name\":[{{\"family\":\"New\"}}]}}' {base}/Patient"
+        "  curl -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/fhir+json' -d '{{\"resourceType\":\"Patient\",\"name\":[{{\"family\":\"New\"}}]}}' {base}/Patient"
     );
 }

@@ -28,6 +28,9 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Read a password on standard input and print its Argon2id PHC string (for a user's
+    /// `password` key).
+    HashPassword,
     /// Load transaction/batch Bundles (.json) and NDJSON files (.ndjson) into the store.
     Import {
         #[arg(long)]
@@ -50,22 +53,46 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-async fn serve(config: Config, demo: bool) -> Result<(), String> {
+fn hash_password() -> Result<(), String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    println!("{}", bastion_auth::secret::hash_password(password).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+async fn serve(mut config: Config, demo: bool) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let demo_secret = if demo { Some(demo::add_demo_client(&mut config)?) } else { None };
+    if config.auth.disabled {
+        for _ in 0..3 {
+            tracing::warn!(
+                "auth.disabled = true: the FHIR API answers WITHOUT A TOKEN. Development only; never expose this server."
+            );
+        }
+    }
     let engine = bastion_server::build_engine(&config, &public_url).await.map_err(|e| e.to_string())?;
+    let auth = bastion_server::auth::AuthService::new(&config, &public_url, engine.store.clone())?;
     if demo {
         demo::load(&engine).await.map_err(|e| format!("loading demo data: {e}"))?;
     }
-    let app = bastion_server::http::router(engine.clone());
+    let app = bastion_server::http::router(bastion_server::http::AppState {
+        engine: engine.clone(),
+        auth: std::sync::Arc::new(auth),
+        auth_disabled: config.auth.disabled,
+    });
     println!("Bastion {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     println!("FHIR base: {}", engine.base);
     println!("Storage:   {} ({})", redact_url(&config.storage.url), engine.store.backend());
-    if demo {
-        demo::print_tips(&engine.base);
+    if let Some(secret) = &demo_secret {
+        demo::print_tips(&engine.base, &public_url, secret);
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -102,6 +129,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { config, demo } => serve(load_config(config.as_deref())?, demo).await,
+            Command::HashPassword => hash_password(),
             Command::Import { config, files, quiet } => {
                 import::run(&load_config(config.as_deref())?, &files, quiet).await
             }
