@@ -50,6 +50,9 @@ pub struct LoadArgs {
     pub ids: Option<PathBuf>,
     #[arg(long, default_value_t = 200)]
     pub prepare: u64,
+    /// Bearer token sent with every request (Bastion answers the FHIR API only with one).
+    #[arg(long)]
+    pub token: Option<String>,
     /// Directory of transaction Bundles (`bastion-bench gen --format transaction`); without it,
     /// Bundles are generated in memory from --patients/--seed/--per-bundle.
     #[arg(long)]
@@ -140,9 +143,17 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
             "refusing to send load to {base}: only http:// loopback targets (127.0.0.0/8, ::1, localhost)"
         ));
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = &a.token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().map_err(|_| "--token is not a valid header value".to_string())?,
+        );
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.connections as usize)
         .timeout(Duration::from_secs(60))
+        .default_headers(headers)
         .build()
         .map_err(|e| e.to_string())?;
     let mut max_requests = a.requests;
