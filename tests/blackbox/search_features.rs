@@ -243,3 +243,15 @@ both_backends!(summary_true_returns_the_summary_elements_only, |srv| {
     assert!(r.get("text").is_none());
     assert!(r["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == "SUBSETTED"));
 });
+
+both_backends!(absolute_reference_on_this_servers_base_is_the_relative_one, |srv| {
+    put(&srv, weight("w", "p1", 70.0)).await;
+    put(&srv, weight("w2", "p2", 71.0)).await;
+    let own = format!("{}/Patient/p1", srv.base);
+    assert_eq!(ids(&srv, &format!("Observation?subject={own}")).await, vec!["w"]);
+    assert_eq!(ids(&srv, &format!("Observation?patient={own}")).await, vec!["w"]);
+    assert_eq!(ids(&srv, &format!("Observation?subject={own},{}/Patient/p2", srv.base)).await, vec!["w", "w2"]);
+    // another server's URL is not this server's resource
+    assert!(ids(&srv, "Observation?subject=https://elsewhere.example/fhir/Patient/p1").await.is_empty());
+    assert_outcome(srv.get(&format!("Observation?subject={}/Nope/p1", srv.base)).await, StatusCode::BAD_REQUEST).await;
+});

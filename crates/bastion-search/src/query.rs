@@ -299,8 +299,15 @@ fn parse_reference(
     raw: &str,
     type_modifier: Option<&str>,
     targets: &[String],
+    base: Option<&str>,
 ) -> Result<ReferenceValue, SearchError> {
     let invalid = |reason: &str| SearchError::InvalidValue { param: param.into(), reason: reason.into() };
+    // An absolute URL on this server's own base is the relative reference it names: stored
+    // references are relative, and a narrowing that missed this form would be a leak.
+    let raw = match base.and_then(|b| raw.strip_prefix(b)).and_then(|r| r.strip_prefix('/')) {
+        Some(relative) => relative,
+        None => raw,
+    };
     if raw.contains("://") || raw.starts_with("urn:") {
         return Ok(ReferenceValue::Url(raw.to_string()));
     }
@@ -540,9 +547,21 @@ impl SearchQuery {
         params: &[(String, String)],
         max_chain_depth: usize,
     ) -> Result<SearchQuery, SearchError> {
+        Self::parse_on_base(resource_type, params, max_chain_depth, None)
+    }
+
+    /// As [`SearchQuery::parse_limited`], with references written as absolute URLs on `base`
+    /// (this server's FHIR base, `https://host/fhir`) read as the relative ones they name.
+    pub fn parse_on_base(
+        resource_type: &str,
+        params: &[(String, String)],
+        max_chain_depth: usize,
+        base: Option<&str>,
+    ) -> Result<SearchQuery, SearchError> {
+        let ctx = Ctx { max: max_chain_depth, base };
         let mut clauses = Vec::new();
         for (name, value) in params {
-            clauses.push(parse_param(resource_type, name, value, 0, max_chain_depth)?);
+            clauses.push(parse_param(resource_type, name, value, 0, &ctx)?);
         }
         Ok(SearchQuery { resource_type: resource_type.into(), types: Vec::new(), clauses, sort: Vec::new() })
     }
@@ -607,7 +626,22 @@ fn percent_decode(s: &str) -> String {
 pub const DEFAULT_MAX_CHAIN_DEPTH: usize = 4;
 
 /// One parameter: `_has:...`, a chain `ref[:Type].param`, or a plain parameter.
-fn parse_param(resource_type: &str, name: &str, value: &str, depth: usize, max: usize) -> Result<Clause, SearchError> {
+/// What every level of a parameter's parse needs to know.
+struct Ctx<'a> {
+    /// How deep chains and `_has` may go.
+    max: usize,
+    /// This server's FHIR base, for absolute references to it.
+    base: Option<&'a str>,
+}
+
+fn parse_param(
+    resource_type: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+    ctx: &Ctx<'_>,
+) -> Result<Clause, SearchError> {
+    let max = ctx.max;
     let too_deep = || SearchError::InvalidValue {
         param: name.into(),
         reason: format!("chains and _has may be at most {max} levels deep"),
@@ -636,7 +670,7 @@ fn parse_param(resource_type: &str, name: &str, value: &str, depth: usize, max: 
                 reason: format!("{source}.{param} cannot refer to {resource_type}"),
             });
         }
-        let inner = parse_param(source, inner, value, depth + 1, max)?;
+        let inner = parse_param(source, inner, value, depth + 1, ctx)?;
         return Ok(Clause::Has { source_type: source.into(), param: param.into(), inner: Box::new(inner) });
     }
     if let Some((head, rest)) = name.split_once('.') {
@@ -670,7 +704,7 @@ fn parse_param(resource_type: &str, name: &str, value: &str, depth: usize, max: 
         let mut inner = None;
         let mut last_err = None;
         for t in candidates {
-            match parse_param(&t, rest, value, depth + 1, max) {
+            match parse_param(&t, rest, value, depth + 1, ctx) {
                 Ok(c) => {
                     inner.get_or_insert(c);
                     targets.push(t);
@@ -693,11 +727,17 @@ fn parse_param(resource_type: &str, name: &str, value: &str, depth: usize, max: 
         return Ok(Clause::Chain { param: code.into(), target_types: targets, inner: Box::new(inner) });
     }
     let mut out = Vec::new();
-    parse_simple(resource_type, name, value, &mut out)?;
+    parse_simple(resource_type, name, value, &mut out, ctx)?;
     out.pop().ok_or(SearchError::Empty)
 }
 
-fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<Clause>) -> Result<(), SearchError> {
+fn parse_simple(
+    resource_type: &str,
+    name: &str,
+    value: &str,
+    clauses: &mut Vec<Clause>,
+    ctx: &Ctx<'_>,
+) -> Result<(), SearchError> {
     let (code, modifier) = match name.split_once(':') {
         Some((c, m)) => (c, Some(m)),
         None => (name, None),
@@ -757,7 +797,7 @@ fn parse_simple(resource_type: &str, name: &str, value: &str, clauses: &mut Vec<
         clauses.push(parse_full_text(code, mode, &alternatives)?);
         return Ok(());
     }
-    clauses.push(parse_values(resource_type, code, def, modifier, &alternatives)?);
+    clauses.push(parse_values(resource_type, code, def, modifier, &alternatives, ctx)?);
     Ok(())
 }
 
@@ -797,6 +837,7 @@ fn parse_values(
     def: &definitions::SearchParamDef,
     modifier: Option<&str>,
     alternatives: &[String],
+    ctx: &Ctx<'_>,
 ) -> Result<Clause, SearchError> {
     let unsupported = |m: &str| SearchError::UnsupportedModifier { param: code.into(), modifier: m.into() };
     let tokens = || alternatives.iter().map(|a| parse_token(code, a)).collect::<Result<Vec<_>, _>>();
@@ -856,7 +897,7 @@ fn parse_values(
             }
             let values = alternatives
                 .iter()
-                .map(|a| parse_reference(code, &unescape(a), m, &def.targets))
+                .map(|a| parse_reference(code, &unescape(a), m, &def.targets, ctx.base))
                 .collect::<Result<Vec<_>, _>>()?;
             Clause::Reference { param: code.into(), values }
         }
@@ -876,7 +917,7 @@ fn parse_values(
             };
             Clause::Uri { param: code.into(), mode, values: alternatives.iter().map(|a| unescape(a)).collect() }
         }
-        (SearchParamType::Composite, None) => parse_composite(resource_type, code, def, alternatives)?,
+        (SearchParamType::Composite, None) => parse_composite(resource_type, code, def, alternatives, ctx)?,
         (
             SearchParamType::Token
             | SearchParamType::String
@@ -908,6 +949,7 @@ fn parse_composite(
     code: &str,
     def: &definitions::SearchParamDef,
     alternatives: &[String],
+    ctx: &Ctx<'_>,
 ) -> Result<Clause, SearchError> {
     if !is_supported_composite(def) {
         return Err(SearchError::UnsupportedParameter { param: code.into() });
@@ -938,7 +980,7 @@ fn parse_composite(
         if rest.is_empty() {
             return Err(SearchError::InvalidValue { param: code.into(), reason: "empty value".into() });
         }
-        let inner = parse_values(resource_type, &second.code, second_def, None, std::slice::from_ref(rest))?;
+        let inner = parse_values(resource_type, &second.code, second_def, None, std::slice::from_ref(rest), ctx)?;
         any.push(inner.with_param(key));
     }
     Ok(Clause::Any(any))
@@ -981,6 +1023,45 @@ mod tests {
     #[test]
     fn rejects_invalid_id() {
         assert!(matches!(SearchQuery::parse("Patient", &pairs("_id=a%2Fb")), Err(SearchError::InvalidValue { .. })));
+    }
+
+    #[test]
+    fn absolute_references_on_the_base_are_relative() {
+        let base = "https://h.example/fhir";
+        let q = SearchQuery::parse_on_base(
+            "Observation",
+            &pairs("subject=https://h.example/fhir/Patient/p1,https://other.example/fhir/Patient/p1"),
+            DEFAULT_MAX_CHAIN_DEPTH,
+            Some(base),
+        )
+        .unwrap();
+        let Clause::Reference { values, .. } = &q.clauses[0] else { panic!() };
+        assert_eq!(values[0], ReferenceValue::Typed { resource_type: "Patient".into(), id: "p1".into() });
+        assert_eq!(values[1], ReferenceValue::Url("https://other.example/fhir/Patient/p1".into()));
+        // a base that is only a prefix of the host is not the base
+        let q = SearchQuery::parse_on_base(
+            "Observation",
+            &pairs("subject=https://h.example/fhirx/Patient/p1"),
+            DEFAULT_MAX_CHAIN_DEPTH,
+            Some(base),
+        )
+        .unwrap();
+        let Clause::Reference { values, .. } = &q.clauses[0] else { panic!() };
+        assert!(matches!(values[0], ReferenceValue::Url(_)));
+    }
+
+    #[test]
+    fn composite_values_need_both_parts() {
+        for bad in ["8480-6", "8480-6$", "$gt1", "a$b$c", "http://loinc.org|$gt1"] {
+            assert!(
+                SearchQuery::parse("Observation", &[("component-code-value-quantity".into(), bad.into())]).is_err(),
+                "{bad}"
+            );
+        }
+        let q = SearchQuery::parse("Observation", &[("code-value-quantity".into(), "|x$5".into())]).unwrap();
+        let Clause::Any(alts) = &q.clauses[0] else { panic!() };
+        let Clause::Quantity { param, .. } = &alts[0] else { panic!() };
+        assert_eq!(param, "code-value-quantity$x|", "no system: the empty-system key");
     }
 
     #[test]

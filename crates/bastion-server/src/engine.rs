@@ -569,8 +569,10 @@ impl Engine {
                 continue;
             }
             let one = [(k.clone(), v.clone())];
-            let parsed: Result<Vec<_>, _> =
-                types.iter().map(|t| SearchQuery::parse_limited(t, &one, self.limits.max_chain_depth)).collect();
+            let parsed: Result<Vec<_>, _> = types
+                .iter()
+                .map(|t| SearchQuery::parse_on_base(t, &one, self.limits.max_chain_depth, Some(&self.base)))
+                .collect();
             match parsed {
                 Ok(_) => used.push((k.clone(), v.clone())),
                 // Unknown parameters are ignored (and reported) unless strict; an unknown
@@ -581,7 +583,7 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut query = SearchQuery::parse_limited(&types[0], &used, self.limits.max_chain_depth)?;
+        let mut query = SearchQuery::parse_on_base(&types[0], &used, self.limits.max_chain_depth, Some(&self.base))?;
         if system {
             query.types = types.clone();
         }
