@@ -50,6 +50,24 @@ async fn assert_401(r: reqwest::Response) {
     assert_eq!(oo["issue"][0]["code"], "login");
 }
 
+/// A form POST to `/auth/{endpoint}`, authenticated as a client with HTTP Basic.
+async fn post_form(
+    srv: &Server,
+    endpoint: &str,
+    client: &str,
+    secret: &str,
+    body: impl Into<String>,
+) -> reqwest::Response {
+    srv.anonymous()
+        .post(format!("{}/auth/{endpoint}", srv.root))
+        .basic_auth(client, Some(secret))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.into())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn token_request(srv: &Server, form: &[(&str, &str)]) -> reqwest::Response {
     srv.anonymous()
         .post(format!("{}/auth/token", srv.root))
@@ -188,15 +206,14 @@ both_backends!(tampered_scope_is_401, |srv| {
 });
 
 both_backends!(confidential_client_token_response, |srv| {
-    let r = srv
-        .anonymous()
-        .post(format!("{}/auth/token", srv.root))
-        .basic_auth(ADMIN_CLIENT, Some(ADMIN_SECRET))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=system%2FPatient.rs+system%2FObservation.read")
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &srv,
+        "token",
+        ADMIN_CLIENT,
+        ADMIN_SECRET,
+        "grant_type=client_credentials&scope=system%2FPatient.rs+system%2FObservation.read",
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers().get("cache-control").unwrap(), "no-store");
     assert_eq!(r.headers().get("pragma").unwrap(), "no-cache");
@@ -220,15 +237,14 @@ both_backends!(confidential_client_token_response, |srv| {
 });
 
 both_backends!(wrong_client_secret_is_refused, |srv| {
-    let r = srv
-        .anonymous()
-        .post(format!("{}/auth/token", srv.root))
-        .basic_auth(ADMIN_CLIENT, Some("blackbox-admin-secret-012345678"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=system%2F*.rs")
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &srv,
+        "token",
+        ADMIN_CLIENT,
+        "blackbox-admin-secret-012345678",
+        "grant_type=client_credentials&scope=system%2F*.rs",
+    )
+    .await;
     oauth_error(r, &[401], "invalid_client").await;
     let r = token_request(
         &srv,
@@ -259,15 +275,8 @@ both_backends!(unknown_client_is_refused, |srv| {
 
 both_backends!(invalid_grant_types_are_400, |srv| {
     for grant in ["not_a_grant_type", "password", "", "authorization_code"] {
-        let r = srv
-            .anonymous()
-            .post(format!("{}/auth/token", srv.root))
-            .basic_auth(ADMIN_CLIENT, Some(ADMIN_SECRET))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(format!("grant_type={grant}&scope=system%2F*.rs"))
-            .send()
-            .await
-            .unwrap();
+        let r = post_form(&srv, "token", ADMIN_CLIENT, ADMIN_SECRET, format!("grant_type={grant}&scope=system%2F*.rs"))
+            .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{grant}");
     }
     let r = srv.anonymous().post(format!("{}/auth/token", srv.root)).json(&json!({"grant_type": "x"})).send().await;
@@ -286,28 +295,26 @@ scopes = "system/Patient.rs"
     )
     .await
     .unwrap();
-    let b: Value = srv
-        .anonymous()
-        .post(format!("{}/auth/token", srv.root))
-        .basic_auth("reader", Some("reader-secret-0123456789"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=system%2F*.cruds+system%2FAuditEvent.rs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b: Value = post_form(
+        &srv,
+        "token",
+        "reader",
+        "reader-secret-0123456789",
+        "grant_type=client_credentials&scope=system%2F*.cruds+system%2FAuditEvent.rs",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(b["scope"], "system/Patient.rs");
-    let r = srv
-        .anonymous()
-        .post(format!("{}/auth/token", srv.root))
-        .basic_auth("reader", Some("reader-secret-0123456789"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=system%2FObservation.rs+patient%2FPatient.rs+bogus")
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &srv,
+        "token",
+        "reader",
+        "reader-secret-0123456789",
+        "grant_type=client_credentials&scope=system%2FObservation.rs+patient%2FPatient.rs+bogus",
+    )
+    .await;
     oauth_error(r, &[400], "invalid_scope").await;
 });
 
@@ -469,21 +476,14 @@ both_backends!(invalid_client_assertion_type_is_refused, |srv| {
 
 both_backends!(introspection_reports_active_tokens_and_nothing_about_bad_ones, |srv| {
     let token = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/Patient.rs").await;
-    let introspect = |t: String| {
-        srv.anonymous()
-            .post(format!("{}/auth/introspect", srv.root))
-            .basic_auth(ADMIN_CLIENT, Some(ADMIN_SECRET))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(format!("token={t}"))
-            .send()
-    };
-    let b: Value = introspect(token.clone()).await.unwrap().json().await.unwrap();
+    let introspect = |t: String| post_form(&srv, "introspect", ADMIN_CLIENT, ADMIN_SECRET, format!("token={t}"));
+    let b: Value = introspect(token.clone()).await.json().await.unwrap();
     assert_eq!(b["active"], true);
     assert_eq!(b["scope"], "system/Patient.rs");
     assert_eq!(b["client_id"], ADMIN_CLIENT);
     assert!(b["exp"].as_i64().unwrap() > now());
     for bad in ["invalid_token_value".to_string(), format!("{token}x"), String::new()] {
-        let b: Value = introspect(bad).await.unwrap().json().await.unwrap();
+        let b: Value = introspect(bad).await.json().await.unwrap();
         assert_eq!(b, json!({"active": false}), "nothing but active=false");
     }
     // the endpoint itself needs a client or a bearer token
@@ -514,40 +514,14 @@ both_backends!(revoked_token_is_refused_on_every_node, |srv| {
     assert_eq!(read_with(&srv, &token).await.status(), StatusCode::OK);
     let node = srv.second_node().await;
     assert_eq!(read_with(&node, &token).await.status(), StatusCode::OK);
-    let r = srv
-        .anonymous()
-        .post(format!("{}/auth/revoke", srv.root))
-        .basic_auth(ADMIN_CLIENT, Some(ADMIN_SECRET))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&srv, "revoke", ADMIN_CLIENT, ADMIN_SECRET, format!("token={token}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_401(read_with(&srv, &token).await).await;
     assert_401(read_with(&node, &token).await).await;
-    let b: Value = srv
-        .anonymous()
-        .post(format!("{}/auth/introspect", srv.root))
-        .basic_auth(ADMIN_CLIENT, Some(ADMIN_SECRET))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!("token={token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b: Value =
+        post_form(&srv, "introspect", ADMIN_CLIENT, ADMIN_SECRET, format!("token={token}")).await.json().await.unwrap();
     assert_eq!(b, json!({"active": false}));
     // revoking garbage is not an error (RFC 7009)
-    let r = srv
-        .anonymous()
-        .post(format!("{}/auth/revoke", srv.root))
-        .basic_auth(ADMIN_CLIENT, Some(ADMIN_SECRET))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("token=garbage")
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&srv, "revoke", ADMIN_CLIENT, ADMIN_SECRET, "token=garbage").await;
     assert_eq!(r.status(), StatusCode::OK);
 });

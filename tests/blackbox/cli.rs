@@ -96,3 +96,26 @@ async fn serve_demo_loads_demo_data_and_prints_tips() {
     let labelled = body(srv.get("Observation/demo-bob-hiv").await).await;
     assert_eq!(labelled["meta"]["security"][0]["code"], "R");
 }
+
+#[test]
+fn hash_password_prints_an_argon2id_phc_string_and_refuses_an_empty_one() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bastion"))
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("correct horse\n");
+    assert!(out.status.success());
+    let phc = String::from_utf8(out.stdout).unwrap();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    assert!(!phc.contains("correct horse"), "the password is not echoed");
+    assert_ne!(run("correct horse\n").stdout, phc.as_bytes(), "a fresh salt every time");
+    assert!(!run("\n").status.success());
+}

@@ -157,6 +157,11 @@ pub struct AuthService {
     cache: ValidationCache,
 }
 
+/// The store failed underneath an auth decision: a server error, never a grant.
+fn store_error(e: bastion_store::StoreError) -> AuthError {
+    AuthError::KeyStore(e.to_string())
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -280,12 +285,12 @@ impl AuthService {
             let Credentials::Keys(keys) = &client.credentials else { return Err(AuthError::UnauthorizedClient) };
             let now = now();
             let verified = verify_client_assertion(assertion, &client.id, keys, &self.token_endpoint(), now)?;
-            let mut tx = self.store.begin().await.map_err(|e| AuthError::KeyStore(e.to_string()))?;
+            let mut tx = self.store.begin().await.map_err(store_error)?;
             let fresh = tx
                 .remember_jti(&client.id, &verified.jti, verified.exp + LEEWAY_SECS, now)
                 .await
-                .map_err(|e| AuthError::KeyStore(e.to_string()))?;
-            tx.commit().await.map_err(|e| AuthError::KeyStore(e.to_string()))?;
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
             if !fresh {
                 return Err(AuthError::ReplayedJti);
             }
@@ -332,19 +337,14 @@ impl AuthService {
         }
         let granted = ScopeSet::grant(&requested, &ceilings);
         // A client without a user acts in the system context only.
-        let system_only: Vec<_> = granted
-            .iter()
-            .filter(
-                |s| matches!(s, bastion_auth::Scope::Resource(r) if r.context == bastion_auth::ScopeContext::System),
-            )
-            .cloned()
-            .collect();
-        if system_only.is_empty() {
-            return Err(AuthError::InvalidScope);
-        }
         let mut scopes = ScopeSet::default();
-        for s in system_only {
-            scopes.insert(s);
+        for s in granted.iter().filter(
+            |s| matches!(s, bastion_auth::Scope::Resource(r) if r.context == bastion_auth::ScopeContext::System),
+        ) {
+            scopes.insert(s.clone());
+        }
+        if scopes.is_empty() {
+            return Err(AuthError::InvalidScope);
         }
         let now = now();
         let claims = AccessClaims {
@@ -366,6 +366,13 @@ impl AuthService {
         Ok(json!({"access_token": token, "token_type": "Bearer", "expires_in": self.access_ttl, "scope": claims.scope}))
     }
 
+    /// Is the token, or the refresh family it came from, revoked?
+    async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, AuthError> {
+        let mut ids = vec![claims.jti.clone()];
+        ids.extend(claims.family.clone());
+        self.store.any_revoked(&ids).await.map_err(store_error)
+    }
+
     /// A bearer token -> who is calling. Checks signature, issuer, audience, lifetime and
     /// revocation (of the token and of the refresh family it came from).
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
@@ -378,9 +385,7 @@ impl AuthService {
                 c
             }
         };
-        let mut ids = vec![claims.jti.clone()];
-        ids.extend(claims.family.clone());
-        if self.store.any_revoked(&ids).await.map_err(|e| AuthError::KeyStore(e.to_string()))? {
+        if self.is_revoked(&claims).await? {
             return Err(AuthError::Revoked);
         }
         let (scopes, _) = ScopeSet::parse(&claims.scope);
@@ -413,9 +418,7 @@ impl AuthService {
         let Some(token) = form.get("token") else { return Err(AuthError::InvalidRequest("token")) };
         let now = now();
         let Ok(claims) = self.issuer.verify(token, now) else { return Ok(json!({"active": false})) };
-        let mut ids = vec![claims.jti.clone()];
-        ids.extend(claims.family.clone());
-        if self.store.any_revoked(&ids).await.map_err(|e| AuthError::KeyStore(e.to_string()))? {
+        if self.is_revoked(&claims).await? {
             return Ok(json!({"active": false}));
         }
         let mut out = json!({
@@ -439,14 +442,12 @@ impl AuthService {
         if let Ok(claims) = self.issuer.verify(token, now())
             && claims.client_id == client.id
         {
-            let mut tx = self.store.begin().await.map_err(|e| AuthError::KeyStore(e.to_string()))?;
-            tx.revoke(&claims.jti, claims.exp + LEEWAY_SECS, now())
-                .await
-                .map_err(|e| AuthError::KeyStore(e.to_string()))?;
+            let mut tx = self.store.begin().await.map_err(store_error)?;
+            tx.revoke(&claims.jti, claims.exp + LEEWAY_SECS, now()).await.map_err(store_error)?;
             if let Some(f) = &claims.family {
-                tx.revoke(f, now() + 400 * 24 * 3600, now()).await.map_err(|e| AuthError::KeyStore(e.to_string()))?;
+                tx.revoke(f, now() + 400 * 24 * 3600, now()).await.map_err(store_error)?;
             }
-            tx.commit().await.map_err(|e| AuthError::KeyStore(e.to_string()))?;
+            tx.commit().await.map_err(store_error)?;
             tracing::info!(client = %client.id, "token revoked");
         }
         Ok(())
@@ -485,55 +486,45 @@ impl AuthService {
     }
 }
 
-/// `POST /auth/token`.
-pub async fn token(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let result = async {
-        if !is_form(&headers) {
-            return Err(AuthError::InvalidRequest("the body must be application/x-www-form-urlencoded"));
-        }
-        let form = form(&body)?;
-        let grant = form.get("grant_type").ok_or(AuthError::InvalidRequest("grant_type"))?.clone();
-        if grant != "client_credentials" {
-            return Err(AuthError::UnsupportedGrantType);
-        }
-        let (client, _) = auth.authenticate_client(&headers, &form).await?;
-        auth.client_credentials(client, &form).await
+/// The fields of a form-encoded request to a token-style endpoint.
+fn form_request(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, AuthError> {
+    if !is_form(headers) {
+        return Err(AuthError::InvalidRequest("the body must be application/x-www-form-urlencoded"));
     }
-    .await;
+    form(body)
+}
+
+fn reply(result: Result<Value, AuthError>) -> Response {
     match result {
         Ok(v) => json_reply(v),
         Err(e) => oauth_error(&e),
     }
+}
+
+/// `POST /auth/token`.
+pub async fn token(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    reply(
+        async {
+            let form = form_request(&headers, &body)?;
+            let grant = form.get("grant_type").ok_or(AuthError::InvalidRequest("grant_type"))?;
+            if grant != "client_credentials" {
+                return Err(AuthError::UnsupportedGrantType);
+            }
+            let (client, _) = auth.authenticate_client(&headers, &form).await?;
+            auth.client_credentials(client, &form).await
+        }
+        .await,
+    )
 }
 
 /// `POST /auth/introspect`.
 pub async fn introspect(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let result = async {
-        if !is_form(&headers) {
-            return Err(AuthError::InvalidRequest("the body must be application/x-www-form-urlencoded"));
-        }
-        auth.introspect(&headers, &form(&body)?).await
-    }
-    .await;
-    match result {
-        Ok(v) => json_reply(v),
-        Err(e) => oauth_error(&e),
-    }
+    reply(async { auth.introspect(&headers, &form_request(&headers, &body)?).await }.await)
 }
 
 /// `POST /auth/revoke`.
 pub async fn revoke(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let result = async {
-        if !is_form(&headers) {
-            return Err(AuthError::InvalidRequest("the body must be application/x-www-form-urlencoded"));
-        }
-        auth.revoke(&headers, &form(&body)?).await
-    }
-    .await;
-    match result {
-        Ok(()) => json_reply(json!({})),
-        Err(e) => oauth_error(&e),
-    }
+    reply(async { auth.revoke(&headers, &form_request(&headers, &body)?).await.map(|()| json!({})) }.await)
 }
 
 pub async fn jwks(State(auth): State<Arc<AuthService>>) -> Response {
