@@ -109,7 +109,13 @@ both_backends!(fhir_api_without_token_is_401, |srv| {
     assert_eq!(body(srv.get("Patient").await).await["total"], 0);
     // the anonymous endpoints
     assert_eq!(srv.anonymous().get(srv.url("metadata")).send().await.unwrap().status(), StatusCode::OK);
-    let r = srv.anonymous().get(srv.url(".well-known/smart-configuration")).send().await.unwrap();
+    let r = srv
+        .anonymous()
+        .get(srv.url(".well-known/smart-configuration"))
+        .header("Origin", "https://any.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers().get("access-control-allow-origin").unwrap(), "*");
     let smart: Value = r.json().await.unwrap();
     assert_eq!(smart["token_endpoint"], format!("{}/auth/token", srv.root));

@@ -13,4 +13,5 @@ mod history;
 mod import;
 mod search;
 mod search_features;
+mod smart;
 mod transaction;

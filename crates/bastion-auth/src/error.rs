@@ -42,6 +42,11 @@ pub enum AuthError {
     ReplayedJti,
     #[error("the token has been revoked")]
     Revoked,
+    #[error("the JWS typ says this is another kind of token")]
+    WrongTokenType,
+    // Authorization codes, refresh tokens, PKCE
+    #[error("the grant is invalid: {0}")]
+    InvalidGrant(&'static str),
     // Clients
     #[error("no client is registered with this id")]
     UnknownClient,
@@ -69,6 +74,7 @@ impl AuthError {
             AuthError::UnsupportedGrantType => ("unsupported_grant_type", 400),
             AuthError::InvalidRequest(_) | AuthError::Malformed | AuthError::Oversized => ("invalid_request", 400),
             AuthError::InvalidScope => ("invalid_scope", 400),
+            AuthError::InvalidGrant(_) => ("invalid_grant", 400),
             AuthError::UnauthorizedClient => ("unauthorized_client", 400),
             AuthError::KeyStore(_) | AuthError::BadKey(_) => ("server_error", 500),
             // Anything about who the client is, or its assertion.

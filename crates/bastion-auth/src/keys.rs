@@ -90,9 +90,15 @@ impl SigningKey {
         &self.decoding
     }
 
-    /// A compact JWS (RS256) over `claims`.
+    /// A compact JWS (RS256) over `claims`, with `typ: JWT`.
     pub fn sign(&self, claims: &Value) -> Result<String, AuthError> {
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": self.kid});
+        self.sign_typed(claims, "JWT")
+    }
+
+    /// A compact JWS (RS256) over `claims` with the given `typ`, so that one kind of token
+    /// can never be presented as another (RFC 8725 §3.11).
+    pub fn sign_typed(&self, claims: &Value, typ: &str) -> Result<String, AuthError> {
+        let header = json!({"alg": "RS256", "typ": typ, "kid": self.kid});
         let signing_input =
             format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
         let mut sig = vec![0u8; self.pair.public_modulus_len()];

@@ -370,6 +370,44 @@ impl ScopeSet {
     }
 }
 
+/// Category sub-scopes offered on the consent page for a resource-level scope: the user may
+/// grant `patient/Observation.rs?category=...|laboratory` instead of all Observations (the
+/// categories ONC's HTI-1 rule names for Observation and Condition). Only the read and search
+/// permissions are offered; nothing for other types, filtered scopes or wildcards.
+pub fn category_sub_scopes(scope: &ResourceScope) -> Vec<ResourceScope> {
+    const OBSERVATION: &[(&str, &str)] = &[
+        ("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory"),
+        ("http://terminology.hl7.org/CodeSystem/observation-category", "social-history"),
+        ("http://terminology.hl7.org/CodeSystem/observation-category", "survey"),
+        ("http://terminology.hl7.org/CodeSystem/observation-category", "vital-signs"),
+        ("http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "clinical-test"),
+        ("http://hl7.org/fhir/us/core/CodeSystem/us-core-category", "sdoh"),
+    ];
+    const CONDITION: &[(&str, &str)] = &[
+        ("http://terminology.hl7.org/CodeSystem/condition-category", "encounter-diagnosis"),
+        ("http://terminology.hl7.org/CodeSystem/condition-category", "problem-list-item"),
+        ("http://hl7.org/fhir/us/core/CodeSystem/condition-category", "health-concern"),
+    ];
+    let categories = match &scope.resource_type {
+        TypeSel::Named(t) if t == "Observation" => OBSERVATION,
+        TypeSel::Named(t) if t == "Condition" => CONDITION,
+        _ => return Vec::new(),
+    };
+    let perms = scope.perms.intersection(Perms::READ.union(Perms::SEARCH));
+    if !scope.filter.is_empty() || perms.is_empty() {
+        return Vec::new();
+    }
+    categories
+        .iter()
+        .map(|(system, code)| ResourceScope {
+            perms,
+            filter: vec![("category".to_string(), format!("{system}|{code}"))],
+            syntax: Syntax::V2,
+            ..scope.clone()
+        })
+        .collect()
+}
+
 /// One limit a grant must stay under.
 #[derive(Debug, Clone, Copy)]
 pub struct Ceiling<'a> {
@@ -426,6 +464,41 @@ impl fmt::Display for ScopeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resource(s: &str) -> ResourceScope {
+        match Scope::parse(s).unwrap() {
+            Scope::Resource(r) => r,
+            _ => panic!("{s}"),
+        }
+    }
+
+    #[test]
+    fn offers_category_sub_scopes_for_observation_and_condition() {
+        let obs = category_sub_scopes(&resource("patient/Observation.rs"));
+        assert_eq!(obs.len(), 6);
+        assert!(
+            obs.iter().any(|s| s.to_string()
+                == "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory")
+        );
+        let cond = category_sub_scopes(&resource("user/Condition.read"));
+        assert_eq!(cond.len(), 3);
+        assert!(cond.iter().all(|s| s.syntax == Syntax::V2 && s.perms == Perms::READ.union(Perms::SEARCH)));
+    }
+
+    #[test]
+    fn offers_no_sub_scopes_for_other_types_wildcards_filters_or_writes() {
+        for s in
+            ["patient/Patient.rs", "patient/*.rs", "patient/Observation.rs?category=a|b", "patient/Observation.cud"]
+        {
+            assert!(category_sub_scopes(&resource(s)).is_empty(), "{s}");
+        }
+    }
+
+    #[test]
+    fn sub_scopes_keep_only_read_and_search() {
+        let subs = category_sub_scopes(&resource("patient/Observation.cruds"));
+        assert!(subs.iter().all(|s| s.perms == Perms::READ.union(Perms::SEARCH)));
+    }
 
     fn set(s: &str) -> ScopeSet {
         let (set, errors) = ScopeSet::parse(s);

@@ -1,5 +1,10 @@
-//! Access tokens this server issues: RS256 JWTs signed with the [`SigningKey`], and their
-//! validation with the algorithm, key, issuer and audience pinned.
+//! Tokens this server issues, all RS256 JWTs signed with the [`SigningKey`]: access tokens,
+//! refresh tokens and OpenID Connect id tokens, and the validation of the first two with the
+//! algorithm, key, `typ`, issuer and audience pinned.
+//!
+//! The three kinds cannot stand in for each other: each has its own `typ` header
+//! (`at+jwt`, `refresh+jwt`, `JWT`) and its own audience (the FHIR base, the token endpoint,
+//! the client id), and verification checks both.
 //!
 //! A token carries what the layers below need without a lookup (client, user, fhirUser,
 //! patient and encounter context, scope); what can change after issue (revocation) is checked
@@ -36,10 +41,38 @@ pub struct AccessClaims {
     pub encounter: Option<String>,
     #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
-    /// The refresh-token family this token was derived from: revoking the family revokes it.
+    /// The grant this token was derived from (an authorization code and every refresh
+    /// after it): revoking the family revokes it. Present on every token issued to a user;
+    /// absent on backend (`client_credentials`) tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
 }
+
+/// A refresh token: everything needed to mint the next access token without a lookup. What
+/// can change (revocation, rotation) is the store's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The token endpoint: a refresh token is presented nowhere else.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    /// The scopes granted at authorization; a refresh may ask for these or fewer.
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<String>,
+    #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    pub family: String,
+}
+
+const ACCESS_TYP: &str = "at+jwt";
+const REFRESH_TYP: &str = "refresh+jwt";
 
 /// Issues and validates this server's access tokens.
 #[derive(Debug, Clone)]
@@ -61,12 +94,35 @@ impl TokenIssuer {
     }
 
     pub fn issue(&self, claims: &AccessClaims) -> Result<String, AuthError> {
-        let value = serde_json::to_value(claims).map_err(|_| AuthError::BadKey("claims do not serialise".into()))?;
-        self.key.sign(&value)
+        self.key.sign_typed(&to_value(claims)?, ACCESS_TYP)
     }
 
-    /// Checks signature (RS256 with this server's key only), `iss`, `aud`, `exp`, `nbf`, `iat`.
+    /// Checks an access token: signature (RS256 with this server's key only), `typ`, `iss`,
+    /// `aud` (the FHIR base), `exp`, `nbf`, `iat`.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, AuthError> {
+        let claims: AccessClaims = self.verify_typed(token, ACCESS_TYP, &self.audience)?;
+        check_times(claims.iat, claims.exp, now)?;
+        Ok(claims)
+    }
+
+    pub fn issue_refresh(&self, claims: &RefreshClaims) -> Result<String, AuthError> {
+        self.key.sign_typed(&to_value(claims)?, REFRESH_TYP)
+    }
+
+    /// Checks a refresh token as [`TokenIssuer::verify`] does an access token, with the token
+    /// endpoint as the audience.
+    pub fn verify_refresh(&self, token: &str, token_endpoint: &str, now: i64) -> Result<RefreshClaims, AuthError> {
+        let claims: RefreshClaims = self.verify_typed(token, REFRESH_TYP, token_endpoint)?;
+        check_times(claims.iat, claims.exp, now)?;
+        Ok(claims)
+    }
+
+    /// An OpenID Connect id token; its audience is the client, so it is never accepted here.
+    pub fn issue_id_token(&self, claims: &serde_json::Value) -> Result<String, AuthError> {
+        self.key.sign_typed(claims, "JWT")
+    }
+
+    fn verify_typed<T: serde::de::DeserializeOwned>(&self, token: &str, typ: &str, aud: &str) -> Result<T, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Oversized);
         }
@@ -77,23 +133,33 @@ impl TokenIssuer {
         if header.kid.as_deref() != Some(self.key.kid()) {
             return Err(AuthError::UnknownKey);
         }
+        if header.typ.as_deref() != Some(typ) {
+            return Err(AuthError::WrongTokenType);
+        }
         let mut v = Validation::new(Algorithm::RS256);
         v.leeway = LEEWAY_SECS as u64;
         v.validate_nbf = true;
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
+        v.set_audience(&[aud]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<AccessClaims>(token, self.key.decoding_key(), &v).map_err(map_jwt_error)?;
-        let claims = data.claims;
-        if claims.iat > now + LEEWAY_SECS {
-            return Err(AuthError::IssuedInFuture);
-        }
-        // jsonwebtoken checks exp against its own clock; `now` is the caller's, for tests.
-        if claims.exp + LEEWAY_SECS < now {
-            return Err(AuthError::Expired);
-        }
-        Ok(claims)
+        Ok(jsonwebtoken::decode::<T>(token, self.key.decoding_key(), &v).map_err(map_jwt_error)?.claims)
     }
+}
+
+fn to_value<T: Serialize>(claims: &T) -> Result<serde_json::Value, AuthError> {
+    serde_json::to_value(claims).map_err(|_| AuthError::BadKey("claims do not serialise".into()))
+}
+
+/// `iat` and `exp` against the caller's clock (jsonwebtoken checks `exp` against its own;
+/// `now` is the caller's, so tests can move it).
+fn check_times(iat: i64, exp: i64, now: i64) -> Result<(), AuthError> {
+    if iat > now + LEEWAY_SECS {
+        return Err(AuthError::IssuedInFuture);
+    }
+    if exp + LEEWAY_SECS < now {
+        return Err(AuthError::Expired);
+    }
+    Ok(())
 }
 
 /// jsonwebtoken's error -> the check that failed.
@@ -220,6 +286,57 @@ mod tests {
         c.scope = "system/*.cruds".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_string(&c).unwrap());
         assert_eq!(i.verify(&parts.join("."), now()), Err(AuthError::BadSignature));
+    }
+
+    fn refresh_claims(i: &TokenIssuer) -> RefreshClaims {
+        RefreshClaims {
+            iss: i.issuer.clone(),
+            sub: "dr".into(),
+            aud: "http://h/auth/token".into(),
+            exp: now() + 300,
+            iat: now(),
+            jti: "r1".into(),
+            client_id: "app".into(),
+            scope: "patient/*.rs offline_access".into(),
+            patient: Some("p1".into()),
+            encounter: None,
+            fhir_user: None,
+            family: "f1".into(),
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_verify_at_the_token_endpoint_only() {
+        let i = issuer();
+        let r = i.issue_refresh(&refresh_claims(&i)).unwrap();
+        assert_eq!(i.verify_refresh(&r, "http://h/auth/token", now()).unwrap(), refresh_claims(&i));
+        assert_eq!(i.verify(&r, now()), Err(AuthError::WrongTokenType), "a refresh token is no access token");
+    }
+
+    #[test]
+    fn rejects_access_token_presented_as_refresh_token() {
+        let i = issuer();
+        let mut c = claims(&i);
+        c.aud = "http://h/auth/token".into();
+        let t = i.issue(&c).unwrap();
+        assert_eq!(i.verify_refresh(&t, "http://h/auth/token", now()), Err(AuthError::WrongTokenType));
+    }
+
+    #[test]
+    fn rejects_id_token_presented_as_access_token() {
+        let i = issuer();
+        let id = i.issue_id_token(&serde_json::to_value(claims(&i)).unwrap()).unwrap();
+        assert_eq!(i.verify(&id, now()), Err(AuthError::WrongTokenType));
+    }
+
+    #[test]
+    fn rejects_expired_refresh_token() {
+        let i = issuer();
+        let mut c = refresh_claims(&i);
+        c.exp = now() - 3600;
+        c.iat = now() - 7200;
+        let r = i.issue_refresh(&c).unwrap();
+        assert_eq!(i.verify_refresh(&r, "http://h/auth/token", now()), Err(AuthError::Expired));
     }
 
     #[test]

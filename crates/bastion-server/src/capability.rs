@@ -36,6 +36,28 @@ fn type_name(kind: SearchParamType) -> &'static str {
     }
 }
 
+/// SMART on FHIR: the service code and the `oauth-uris` extension, which SMART v1 clients
+/// read (v2 clients use `.well-known/smart-configuration`, which says the same).
+fn security(base: &str) -> Value {
+    let auth = format!("{}/auth", base.strip_suffix("/fhir").unwrap_or(base));
+    json!({
+        "cors": true,
+        "service": [{
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "authorize", "valueUri": format!("{auth}/authorize")},
+                {"url": "token", "valueUri": format!("{auth}/token")},
+                {"url": "introspect", "valueUri": format!("{auth}/introspect")},
+                {"url": "revoke", "valueUri": format!("{auth}/revoke")}
+            ]
+        }]
+    })
+}
+
 pub fn capability_statement(base: &str) -> Value {
     let interactions =
         ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
@@ -78,6 +100,7 @@ pub fn capability_statement(base: &str) -> Value {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": security(base),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
         }],

@@ -37,8 +37,15 @@ impl FromRef<AppState> for Arc<AuthService> {
 }
 
 pub fn router(state: AppState) -> Router {
+    let cors = Arc::new(CorsPolicy { app_origins: state.auth.app_origins() });
     Router::new()
         .route("/health", get(|| async { ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"pass\"}") }))
+        .route("/auth/authorize", get(crate::auth::authorize).post(crate::auth::authorize))
+        .route("/auth/login", post(crate::auth::login))
+        .route("/auth/consent", post(crate::auth::consent))
+        .route("/auth/launch", post(crate::auth::launch))
+        .route("/auth/smart-style.json", get(crate::auth::smart_style))
+        .route("/auth/assets/style.css", get(crate::auth::stylesheet))
         .route("/auth/token", post(crate::auth::token))
         .route("/auth/introspect", post(crate::auth::introspect))
         .route("/auth/revoke", post(crate::auth::revoke))
@@ -49,11 +56,67 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/", any(fhir))
         .route("/fhir/{*path}", any(fhir))
         .fallback(|| async { error_response(&ApiError::NotFound("no such endpoint".into())) })
+        .layer(axum::middleware::from_fn_with_state(cors, cors_layer))
         .layer(CatchPanicLayer::custom(|_panic| {
             tracing::error!("request handler panicked");
             error_response(&ApiError::Internal("panic".into()))
         }))
         .with_state(state)
+}
+
+/// Who may call from a browser on another origin (INTERFACE.md, CORS): anyone for the
+/// discovery documents, `metadata`, the JWKS and the style; the origins of registered
+/// `redirect_uris` for the API and the token endpoints; nobody for the login pages.
+struct CorsPolicy {
+    app_origins: Vec<String>,
+}
+
+enum CorsRule {
+    Open,
+    Apps,
+    None,
+}
+
+fn cors_rule(path: &str) -> CorsRule {
+    match path {
+        "/fhir/metadata"
+        | "/fhir/.well-known/smart-configuration"
+        | "/auth/.well-known/openid-configuration"
+        | "/auth/jwks"
+        | "/auth/smart-style.json" => CorsRule::Open,
+        "/auth/token" | "/auth/revoke" | "/auth/introspect" => CorsRule::Apps,
+        p if p == "/fhir" || p.starts_with("/fhir/") => CorsRule::Apps,
+        _ => CorsRule::None,
+    }
+}
+
+const CORS_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+const CORS_REQUEST_HEADERS: &str = "authorization, content-type, accept, if-match, if-none-match, if-none-exist, if-modified-since, prefer, x-request-id, x-provenance";
+const CORS_EXPOSED_HEADERS: &str = "location, content-location, etag, last-modified, x-request-id";
+
+async fn cors_layer(State(policy): State<Arc<CorsPolicy>>, request: Request, next: axum::middleware::Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
+    let allow: Option<HeaderValue> = match (cors_rule(request.uri().path()), origin) {
+        (CorsRule::Open, Some(_)) => Some(HeaderValue::from_static("*")),
+        (CorsRule::Apps, Some(o)) if policy.app_origins.contains(&o) => HeaderValue::from_str(&o).ok(),
+        _ => None,
+    };
+    let preflight =
+        request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
+    let h = response.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = allow {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        if preflight {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(CORS_METHODS));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_REQUEST_HEADERS));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        } else {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(CORS_EXPOSED_HEADERS));
+        }
+    }
+    response
 }
 
 pub fn error_response(e: &ApiError) -> Response {

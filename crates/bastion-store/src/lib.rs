@@ -63,6 +63,9 @@ pub trait Store: Send + Sync {
 
     /// Is any of these token ids (an access token's `jti`, its refresh family) revoked?
     async fn any_revoked(&self, token_ids: &[String]) -> Result<bool>;
+
+    /// A grant's payload while it is valid and not used yet; does not use it.
+    async fn peek_grant(&self, kind: &str, id: &str, now: i64) -> Result<Option<String>>;
 }
 
 /// A write transaction: every change inside it lands together or not at all.
@@ -86,6 +89,13 @@ pub trait StoreTx: Send {
 
     /// Revokes a token id (an access token's `jti`, or a refresh family) until `expires_at`.
     async fn revoke(&mut self, token_id: &str, expires_at: i64, now: i64) -> Result<()>;
+
+    /// Stores an authorization grant (pending request, code, launch context).
+    async fn put_grant(&mut self, grant: &Grant, now: i64) -> Result<()>;
+
+    /// Uses a grant once: [`GrantUse::First`] for the first use within its validity,
+    /// [`GrantUse::Again`] for every later one (while the row is kept).
+    async fn use_grant(&mut self, kind: &str, id: &str, now: i64) -> Result<GrantUse>;
 
     /// Records an imported file in the same transaction as its resources.
     async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()>;

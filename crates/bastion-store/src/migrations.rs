@@ -14,6 +14,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 4, sql: include_str!("../migrations/sqlite/0004_number_quantity_uri.sql") },
     Migration { version: 5, sql: include_str!("../migrations/sqlite/0005_string_collation.sql") },
     Migration { version: 6, sql: include_str!("../migrations/sqlite/0006_auth_state.sql") },
+    Migration { version: 7, sql: include_str!("../migrations/sqlite/0007_auth_grants.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -23,6 +24,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 4, sql: include_str!("../migrations/postgres/0004_number_quantity_uri.sql") },
     Migration { version: 5, sql: include_str!("../migrations/postgres/0005_string_collation.sql") },
     Migration { version: 6, sql: include_str!("../migrations/postgres/0006_auth_state.sql") },
+    Migration { version: 7, sql: include_str!("../migrations/postgres/0007_auth_grants.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

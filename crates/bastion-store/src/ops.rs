@@ -98,6 +98,52 @@ pub(crate) async fn revoke(c: &dyn Conn, token_id: &str, expires_at: i64, now: i
     Ok(())
 }
 
+/// Stores a grant (see [`crate::Grant`]); expired ones are dropped on the way.
+pub(crate) async fn put_grant(c: &dyn Conn, g: &crate::Grant, now: i64) -> Result<()> {
+    c.execute(&stmt(sql::write::PURGE_GRANTS, vec![SqlValue::Int(now)])).await?;
+    c.execute(&stmt(
+        sql::write::INSERT_GRANT,
+        vec![
+            SqlValue::Text(g.id.clone()),
+            SqlValue::Text(g.kind.into()),
+            SqlValue::Text(g.payload.clone()),
+            SqlValue::Int(g.valid_until),
+            SqlValue::Int(g.keep_until),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn grant_key(kind: &str, id: &str, used: i64, now: i64) -> Vec<SqlValue> {
+    vec![SqlValue::Text(id.into()), SqlValue::Text(kind.into()), SqlValue::Int(used), SqlValue::Int(now)]
+}
+
+/// A grant's payload while it is valid and unused, without using it.
+pub(crate) async fn peek_grant(c: &dyn Conn, kind: &str, id: &str, now: i64) -> Result<Option<String>> {
+    Ok(c.texts(&stmt(sql::write::SELECT_GRANT, grant_key(kind, id, 0, now))).await?.into_iter().next())
+}
+
+/// Uses a grant: the first use within its validity gets the payload, every later one is
+/// told so. The update is the single point of decision, so two nodes racing for one code
+/// cannot both win.
+pub(crate) async fn use_grant(c: &dyn Conn, kind: &str, id: &str, now: i64) -> Result<crate::GrantUse> {
+    let won = c
+        .execute(&stmt(
+            sql::write::USE_GRANT,
+            vec![SqlValue::Text(id.into()), SqlValue::Text(kind.into()), SqlValue::Int(now)],
+        ))
+        .await?;
+    if won == 1 {
+        let payload = c.texts(&stmt(sql::write::SELECT_GRANT, grant_key(kind, id, 1, now))).await?;
+        return Ok(payload.into_iter().next().map_or(crate::GrantUse::Unknown, crate::GrantUse::First));
+    }
+    let used = c
+        .texts(&stmt(sql::write::SELECT_USED_GRANT, vec![SqlValue::Text(id.into()), SqlValue::Text(kind.into())]))
+        .await?;
+    Ok(used.into_iter().next().map_or(crate::GrantUse::Unknown, crate::GrantUse::Again))
+}
+
 pub(crate) async fn any_revoked(c: &dyn Conn, ids: &[String]) -> Result<bool> {
     if ids.is_empty() {
         return Ok(false);

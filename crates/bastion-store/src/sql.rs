@@ -798,6 +798,15 @@ pub mod write {
     pub const INSERT_REVOKED: &str =
         "INSERT INTO auth_revoked (token_id, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING";
     pub const PURGE_REVOKED: &str = "DELETE FROM auth_revoked WHERE expires_at < ?";
+    /// Authorization grants (see migration 0007).
+    pub const PURGE_GRANTS: &str = "DELETE FROM auth_grant WHERE keep_until < ?";
+    pub const INSERT_GRANT: &str =
+        "INSERT INTO auth_grant (id, kind, payload, valid_until, keep_until, used) VALUES (?, ?, ?, ?, ?, 0)";
+    pub const USE_GRANT: &str =
+        "UPDATE auth_grant SET used = 1 WHERE id = ? AND kind = ? AND used = 0 AND valid_until >= ?";
+    pub const SELECT_GRANT: &str =
+        "SELECT payload FROM auth_grant WHERE id = ? AND kind = ? AND used = ? AND valid_until >= ?";
+    pub const SELECT_USED_GRANT: &str = "SELECT payload FROM auth_grant WHERE id = ? AND kind = ? AND used = 1";
     pub const INSERT_COMPARTMENT: &str = "INSERT INTO compartments (patient_id, res_pk, version_id) VALUES (?, ?, ?)";
 }
 

@@ -301,6 +301,10 @@ impl Store for SqliteStore {
     async fn any_revoked(&self, token_ids: &[String]) -> Result<bool> {
         ops::any_revoked(&*self.reader()?, token_ids).await
     }
+
+    async fn peek_grant(&self, kind: &str, id: &str, now: i64) -> Result<Option<String>> {
+        ops::peek_grant(&*self.reader()?, kind, id, now).await
+    }
 }
 
 /// A write transaction holding the single write connection.
@@ -341,6 +345,14 @@ impl StoreTx for SqliteTx {
 
     async fn revoke(&mut self, token_id: &str, expires_at: i64, now: i64) -> Result<()> {
         ops::revoke(&*self.conn, token_id, expires_at, now).await
+    }
+
+    async fn put_grant(&mut self, grant: &crate::Grant, now: i64) -> Result<()> {
+        ops::put_grant(&*self.conn, grant, now).await
+    }
+
+    async fn use_grant(&mut self, kind: &str, id: &str, now: i64) -> Result<crate::GrantUse> {
+        ops::use_grant(&*self.conn, kind, id, now).await
     }
 
     async fn record_import(&mut self, sha256: &str, name: &str, resources: u64) -> Result<()> {

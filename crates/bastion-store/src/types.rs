@@ -103,3 +103,28 @@ pub struct SearchPage {
     pub items: Vec<StoredVersion>,
     pub total: Option<u64>,
 }
+
+/// Short-lived authorization state shared by every node: a pending authorization request,
+/// an authorization code, an EHR launch context. The store treats the payload as opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// A digest of the secret handed out; the secret itself is never stored.
+    pub id: String,
+    pub kind: &'static str,
+    pub payload: String,
+    /// Usable until then (Unix seconds).
+    pub valid_until: i64,
+    /// Remembered until then, so a second use is recognised.
+    pub keep_until: i64,
+}
+
+/// The outcome of using a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantUse {
+    /// This is the first use: here is the payload.
+    First(String),
+    /// It was used before (a replayed code): here is the payload, to revoke what it produced.
+    Again(String),
+    /// No such grant, or it has expired.
+    Unknown,
+}

@@ -94,7 +94,8 @@ async fn serve(mut config: Config, demo: bool) -> Result<(), String> {
     if let Some(secret) = &demo_secret {
         demo::print_tips(&engine.base, &public_url, secret);
     }
-    axum::serve(listener, app)
+    // The client address feeds the per-address sign-in lockout.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

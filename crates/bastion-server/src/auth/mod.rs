@@ -1,0 +1,968 @@
+//! The authorization server's HTTP side and the resource server's token check.
+//!
+//! What is here: the registered clients (from `[[clients]]`) and users (`[[users]]`), client
+//! authentication (`client_secret_basic`, `client_secret_post`, `private_key_jwt`), the token
+//! endpoint (`authorization_code` with PKCE, `refresh_token` with rotation, and
+//! `client_credentials`), RFC 7662 introspection, RFC 7009 revocation, the JWKS and both
+//! discovery documents, and [`AuthService::authenticate`], which turns a bearer token into a
+//! [`Principal`] for the layers below. The browser side of the code flow (login and consent
+//! pages, EHR launch) is in [`authorize`]. Codes, replayed assertion `jti`s, used refresh
+//! tokens and revocations live in the store, so that every node on one database sees them at
+//! once.
+//!
+//! Not here yet: external issuers (`[[trusted_issuers]]`) and `jwks_uri` clients, which are
+//! refused at start. The discovery documents advertise only what is here.
+//!
+//! Nothing secret is logged: not tokens, assertions, secrets or the reason a client failed
+//! beyond the check's name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bastion_auth::assertion::{ClientKeys, JWT_BEARER, verify_client_assertion};
+use bastion_auth::keys::SigningKey;
+use bastion_auth::token::{AccessClaims, LEEWAY_SECS, TokenIssuer};
+use bastion_auth::{AuthError, Ceiling, ScopeSet, secret};
+use bastion_store::Store;
+use serde_json::{Value, json};
+
+use crate::config::{ClientConfig, Config, UserConfig};
+
+mod authorize;
+mod lockout;
+mod pages;
+
+pub use authorize::{authorize, consent, launch, login};
+
+/// Who is calling, as the layers below see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user, or for a backend client the client itself.
+    pub subject: String,
+    pub client_id: String,
+    pub fhir_user: Option<String>,
+    pub patient: Option<String>,
+    pub encounter: Option<String>,
+    /// The granted scopes.
+    pub scopes: ScopeSet,
+    pub token_id: String,
+    /// The signed-in user (`[[users]]` username) for tokens from the authorization-code flow;
+    /// `None` for a backend client acting for itself.
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    Public,
+    Confidential,
+    Backend,
+}
+
+/// How a client proves who it is.
+enum Credentials {
+    None,
+    Secret(String),
+    Keys(ClientKeys),
+}
+
+struct Client {
+    id: String,
+    kind: ClientKind,
+    redirect_uris: Vec<String>,
+    credentials: Credentials,
+    /// The most this client may be granted.
+    scopes: ScopeSet,
+    /// The union of its roles' permissions, when it has roles.
+    role_permissions: Option<ScopeSet>,
+}
+
+/// Why the start-up configuration of clients is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("client {client}: {reason}")]
+pub struct ClientConfigError {
+    client: String,
+    reason: String,
+}
+
+fn client_from_config(c: &ClientConfig, config: &Config) -> Result<Client, ClientConfigError> {
+    let err = |reason: &str| ClientConfigError { client: c.id.clone(), reason: reason.into() };
+    let kind = match c.kind.as_str() {
+        "public" => ClientKind::Public,
+        "confidential" => ClientKind::Confidential,
+        "backend" => ClientKind::Backend,
+        _ => return Err(err("kind must be public, confidential or backend")),
+    };
+    if c.jwks_uri.is_some() {
+        return Err(err("jwks_uri is not supported yet: give the public keys inline with `jwks`"));
+    }
+    for uri in &c.redirect_uris {
+        check_redirect_uri(uri).map_err(|reason| err(&format!("redirect_uri {uri}: {reason}")))?;
+    }
+    if kind == ClientKind::Backend && !c.redirect_uris.is_empty() {
+        return Err(err("a backend client has no redirect_uris"));
+    }
+    let credentials = match (kind, &c.secret, &c.jwks) {
+        (ClientKind::Public, None, None) => Credentials::None,
+        (ClientKind::Public, _, _) => return Err(err("a public client has neither a secret nor keys")),
+        (_, Some(_), Some(_)) => return Err(err("give either a secret or jwks, not both")),
+        (ClientKind::Confidential, Some(s), None) => {
+            if s.len() < 16 {
+                return Err(err("the secret must be at least 16 characters"));
+            }
+            Credentials::Secret(s.clone())
+        }
+        (_, None, Some(jwks)) => Credentials::Keys(ClientKeys::from_jwks(jwks).map_err(|e| err(&e.to_string()))?),
+        (ClientKind::Backend, Some(_), None) => {
+            return Err(err("a backend client authenticates with a signed assertion: give `jwks`"));
+        }
+        (_, None, None) => return Err(err("a confidential or backend client needs a secret or jwks")),
+    };
+    let (scopes, bad) = ScopeSet::parse(&c.scopes);
+    if let Some(e) = bad.first() {
+        return Err(err(&e.to_string()));
+    }
+    let role_permissions =
+        if c.roles.is_empty() { None } else { Some(role_permissions(&c.roles, config).map_err(|r| err(&r))?) };
+    Ok(Client { id: c.id.clone(), kind, redirect_uris: c.redirect_uris.clone(), credentials, scopes, role_permissions })
+}
+
+/// The union of the named roles' permissions.
+fn role_permissions(roles: &[String], config: &Config) -> Result<ScopeSet, String> {
+    let mut sets = Vec::new();
+    for name in roles {
+        let role =
+            config.roles.iter().find(|r| &r.name == name).ok_or_else(|| format!("names an unknown role {name}"))?;
+        let (set, bad) = ScopeSet::parse(&role.permissions.join(" "));
+        if let Some(e) = bad.first() {
+            return Err(format!("role {}: {e}", role.name));
+        }
+        sets.push(set);
+    }
+    Ok(ScopeSet::union(&sets))
+}
+
+/// A registered redirect URI: absolute, no fragment, and `https` unless it is on loopback
+/// (RFC 9700 §2.1: plain http only for native apps on the same machine).
+fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    if uri.contains('#') {
+        return Err("a redirect URI has no fragment");
+    }
+    let host_of = |rest: &str| rest.split(['/', '?']).next().unwrap_or("").to_string();
+    if let Some(rest) = uri.strip_prefix("https://") {
+        return if host_of(rest).is_empty() { Err("no host") } else { Ok(()) };
+    }
+    if let Some(rest) = uri.strip_prefix("http://") {
+        let host = host_of(rest);
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        return if matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+            Ok(())
+        } else {
+            Err("plain http is allowed only on localhost, 127.0.0.1 or [::1]")
+        };
+    }
+    Err("must be an https:// URL (or http:// on loopback)")
+}
+
+/// A registered user, as the authorization server needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    username: String,
+    /// Argon2id PHC string.
+    password: String,
+    fhir_user: Option<String>,
+    /// The union of the user's role permissions: the most any of their tokens may carry.
+    role_permissions: ScopeSet,
+}
+
+impl User {
+    /// A patient signing in for themself: their own Patient id.
+    fn own_patient(&self) -> Option<String> {
+        self.fhir_user.as_deref().and_then(|f| f.strip_prefix("Patient/")).map(str::to_string)
+    }
+}
+
+fn user_from_config(u: &UserConfig, config: &Config) -> Result<User, String> {
+    let err = |reason: String| format!("user {}: {reason}", u.username);
+    if !u.password.starts_with("$argon2id$") {
+        return Err(err("password must be an Argon2id PHC string (make one with `bastion hash-password`)".into()));
+    }
+    if let Some(f) = &u.fhir_user {
+        let ok = f.split_once('/').is_some_and(|(t, id)| {
+            matches!(t, "Patient" | "Practitioner" | "PractitionerRole" | "RelatedPerson" | "Person") && !id.is_empty()
+        });
+        if !ok {
+            return Err(err(
+                "fhir_user must be Patient/, Practitioner/, PractitionerRole/, RelatedPerson/ or Person/ and an id"
+                    .into(),
+            ));
+        }
+    }
+    Ok(User {
+        username: u.username.clone(),
+        password: u.password.clone(),
+        fhir_user: u.fhir_user.clone(),
+        role_permissions: role_permissions(&u.roles, config).map_err(err)?,
+    })
+}
+
+/// A hash of a password nobody has, verified for unknown usernames so that a failed sign-in
+/// takes as long whether or not the user exists. Same parameters as `hash-password`.
+const DUMMY_PASSWORD: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$hwX7hBytk0ASluBd11Y98g$mRUFADRGE++9eHRhACnIi2M9PPbfvrC9b74Xvxt3HH4";
+
+/// Online-access refresh tokens last a working day; offline ones `auth.refresh_token_ttl_secs`.
+const ONLINE_REFRESH_TTL_SECS: i64 = 12 * 3600;
+
+/// Tokens already validated, so a request pays one map lookup for the signature check.
+/// Revocation is still asked of the store each time.
+struct ValidationCache {
+    entries: Mutex<HashMap<String, AccessClaims>>,
+}
+
+const VALIDATION_CACHE_ENTRIES: usize = 10_000;
+
+impl ValidationCache {
+    fn get(&self, token: &str, now: i64) -> Option<AccessClaims> {
+        let map = self.entries.lock().ok()?;
+        map.get(token).filter(|c| c.exp + LEEWAY_SECS >= now).cloned()
+    }
+
+    fn put(&self, token: &str, claims: &AccessClaims) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= VALIDATION_CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(token.to_string(), claims.clone());
+        }
+    }
+}
+
+pub struct AuthService {
+    issuer: TokenIssuer,
+    clients: HashMap<String, Client>,
+    users: HashMap<String, User>,
+    store: Arc<dyn Store>,
+    public_url: String,
+    fhir_base: String,
+    access_ttl: i64,
+    refresh_ttl: i64,
+    cache: ValidationCache,
+    lockout: lockout::Lockout,
+    dummy_password: String,
+}
+
+/// A secret for a browser or client: 256 random bits, base64url.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // Without randomness nothing secret can be made; the server cannot go on.
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What the store keeps of a secret: its SHA-256, hex.
+fn digest(secret: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// The launch context and grant behind a user's tokens.
+struct UserGrant<'a> {
+    user: &'a User,
+    scope: ScopeSet,
+    patient: Option<String>,
+    encounter: Option<String>,
+    family: String,
+    nonce: Option<String>,
+    ehr_launch: bool,
+}
+
+/// The store failed underneath an auth decision: a server error, never a grant.
+fn store_error(e: bastion_store::StoreError) -> AuthError {
+    AuthError::KeyStore(e.to_string())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A token-endpoint style error: `{"error": ..., "error_description": ...}`.
+fn oauth_error(e: &AuthError) -> Response {
+    let (code, status) = e.oauth_error();
+    tracing::info!(check = %e, "token request refused");
+    let description = match code {
+        "invalid_client" => "client authentication failed",
+        "unsupported_grant_type" => "this grant type is not supported",
+        "invalid_scope" => "none of the requested scopes can be granted",
+        "unauthorized_client" => "this client may not use this grant",
+        "server_error" => "the server could not complete the request",
+        _ => "the request is malformed",
+    };
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        axum::Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+pub(crate) fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+pub(crate) fn json_reply(value: Value) -> Response {
+    let mut r = axum::Json(value).into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+/// A public JSON document (discovery, JWKS, style); the CORS layer opens it to any origin.
+fn public_json(value: Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// Form fields of a token, introspection or revocation request; a repeated field is an
+/// error (RFC 6749 §3.1).
+fn form(body: &[u8]) -> Result<HashMap<String, String>, AuthError> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if out.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(AuthError::InvalidRequest("a parameter is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+impl AuthService {
+    pub fn new(config: &Config, public_url: &str, store: Arc<dyn Store>) -> Result<AuthService, String> {
+        let key =
+            SigningKey::load_or_create(std::path::Path::new(&config.server.data_dir)).map_err(|e| e.to_string())?;
+        let public_url = public_url.trim_end_matches('/').to_string();
+        let fhir_base = crate::fhir_base(&public_url);
+        let issuer = TokenIssuer::new(Arc::new(key), format!("{public_url}/auth"), fhir_base.clone());
+        let mut clients = HashMap::new();
+        for c in &config.clients {
+            let client = client_from_config(c, config).map_err(|e| e.to_string())?;
+            if clients.insert(c.id.clone(), client).is_some() {
+                return Err(format!("client {} is registered twice", c.id));
+            }
+        }
+        let mut users = HashMap::new();
+        for u in &config.users {
+            if users.insert(u.username.clone(), user_from_config(u, config)?).is_some() {
+                return Err(format!("user {} is registered twice", u.username));
+            }
+        }
+        if !config.trusted_issuers.is_empty() {
+            return Err("[[trusted_issuers]] is not supported yet".into());
+        }
+        Ok(AuthService {
+            issuer,
+            clients,
+            users,
+            store,
+            public_url,
+            fhir_base,
+            access_ttl: config.auth.access_token_ttl_secs.max(1) as i64,
+            refresh_ttl: config.auth.refresh_token_ttl_secs.max(60) as i64,
+            cache: ValidationCache { entries: Mutex::new(HashMap::new()) },
+            lockout: lockout::Lockout::new(config.limits.failed_logins_before_lockout),
+            dummy_password: DUMMY_PASSWORD.to_string(),
+        })
+    }
+
+    fn token_endpoint(&self) -> String {
+        format!("{}/auth/token", self.public_url)
+    }
+
+    /// Who the client is, by the credentials it presents. A public client only names itself.
+    async fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<(&Client, bool), AuthError> {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .map(str::trim);
+        let methods = [basic.is_some(), form.contains_key("client_secret"), form.contains_key("client_assertion")];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return Err(AuthError::InvalidRequest("more than one client authentication method"));
+        }
+        if let Some(kind) = form.get("client_assertion_type") {
+            if kind != JWT_BEARER {
+                return Err(AuthError::InvalidRequest("client_assertion_type"));
+            }
+            let assertion = form.get("client_assertion").ok_or(AuthError::InvalidRequest("client_assertion"))?;
+            // The client is named by the form or, as RFC 7523 allows, by the assertion's
+            // issuer; either way the assertion is then verified against that client's keys.
+            let named = match form.get("client_id") {
+                Some(id) => id.clone(),
+                None => jsonwebtoken::dangerous::insecure_decode_claims::<Value>(assertion)
+                    .ok()
+                    .and_then(|c| c.get("iss").and_then(Value::as_str).map(str::to_string))
+                    .ok_or(AuthError::Malformed)?,
+            };
+            let client = self.clients.get(&named).ok_or(AuthError::UnknownClient)?;
+            let Credentials::Keys(keys) = &client.credentials else { return Err(AuthError::UnauthorizedClient) };
+            let now = now();
+            let verified = verify_client_assertion(assertion, &client.id, keys, &self.token_endpoint(), now)?;
+            let mut tx = self.store.begin().await.map_err(store_error)?;
+            let fresh = tx
+                .remember_jti(&client.id, &verified.jti, verified.exp + LEEWAY_SECS, now)
+                .await
+                .map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            if !fresh {
+                return Err(AuthError::ReplayedJti);
+            }
+            return Ok((client, true));
+        }
+        if form.contains_key("client_assertion") {
+            return Err(AuthError::InvalidRequest("client_assertion_type"));
+        }
+        let (id, presented) = match basic {
+            Some(b) => {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| AuthError::Malformed)?;
+                let text = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+                let (id, secret) = text.split_once(':').ok_or(AuthError::Malformed)?;
+                // RFC 6749 §2.3.1: both parts are form-encoded.
+                let dec = |s: &str| {
+                    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+                };
+                (dec(id), Some(dec(secret)))
+            }
+            None => {
+                let id = form.get("client_id").ok_or(AuthError::InvalidRequest("client_id"))?;
+                (id.clone(), form.get("client_secret").cloned())
+            }
+        };
+        let client = self.clients.get(&id).ok_or(AuthError::UnknownClient)?;
+        match (&client.credentials, presented) {
+            (Credentials::Secret(expected), Some(p)) if secret::secret_matches(&p, expected) => Ok((client, true)),
+            (Credentials::Secret(_), _) => Err(AuthError::BadClientCredentials),
+            (Credentials::None, None) => Ok((client, false)),
+            (Credentials::None, Some(_)) => Err(AuthError::BadClientCredentials),
+            (Credentials::Keys(_), _) => Err(AuthError::UnauthorizedClient),
+        }
+    }
+
+    async fn client_credentials(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, AuthError> {
+        if client.kind == ClientKind::Public {
+            return Err(AuthError::UnauthorizedClient);
+        }
+        let requested = form.get("scope").ok_or(AuthError::InvalidRequest("scope"))?;
+        let (requested, _malformed) = ScopeSet::parse(requested);
+        let mut ceilings = vec![Ceiling { scopes: &client.scopes, resource_only: false }];
+        if let Some(roles) = &client.role_permissions {
+            ceilings.push(Ceiling { scopes: roles, resource_only: true });
+        }
+        let granted = ScopeSet::grant(&requested, &ceilings);
+        // A client without a user acts in the system context only.
+        let mut scopes = ScopeSet::default();
+        for s in granted.iter().filter(
+            |s| matches!(s, bastion_auth::Scope::Resource(r) if r.context == bastion_auth::ScopeContext::System),
+        ) {
+            scopes.insert(s.clone());
+        }
+        if scopes.is_empty() {
+            return Err(AuthError::InvalidScope);
+        }
+        let now = now();
+        let claims = AccessClaims {
+            iss: self.issuer.issuer.clone(),
+            sub: client.id.clone(),
+            aud: self.fhir_base.clone(),
+            exp: now + self.access_ttl,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: client.id.clone(),
+            scope: scopes.to_string(),
+            patient: None,
+            encounter: None,
+            fhir_user: None,
+            family: None,
+        };
+        let token = self.issuer.issue(&claims)?;
+        tracing::info!(client = %client.id, "access token issued (client_credentials)");
+        Ok(json!({"access_token": token, "token_type": "Bearer", "expires_in": self.access_ttl, "scope": claims.scope}))
+    }
+
+    /// `grant_type=authorization_code`: the code (once), the client it was issued to, the same
+    /// `redirect_uri`, and the PKCE verifier. A second use of a code revokes every token the
+    /// first use produced (RFC 6749 §4.1.2).
+    async fn authorization_code(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, AuthError> {
+        if client.kind == ClientKind::Backend {
+            return Err(AuthError::UnauthorizedClient);
+        }
+        let code = form.get("code").filter(|c| !c.is_empty()).ok_or(AuthError::InvalidRequest("code"))?;
+        let now = now();
+        let mut tx = self.store.begin().await.map_err(store_error)?;
+        let used = tx.use_grant("code", &digest(code), now).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        let grant: authorize::CodeGrant = match used {
+            bastion_store::GrantUse::First(p) => {
+                serde_json::from_str(&p).map_err(|e| AuthError::KeyStore(e.to_string()))?
+            }
+            bastion_store::GrantUse::Again(p) => {
+                if let Ok(g) = serde_json::from_str::<authorize::CodeGrant>(&p) {
+                    self.revoke_family(&g.family).await?;
+                }
+                tracing::warn!(event = "code-replayed", client = %client.id, "an authorization code was used twice: its tokens are revoked");
+                return Err(AuthError::InvalidGrant("the code was used before"));
+            }
+            bastion_store::GrantUse::Unknown => {
+                return Err(AuthError::InvalidGrant("the code is unknown or has expired"));
+            }
+        };
+        if grant.client_id != client.id {
+            return Err(AuthError::InvalidGrant("the code was issued to another client"));
+        }
+        if form.get("redirect_uri") != Some(&grant.redirect_uri) {
+            return Err(AuthError::InvalidGrant("redirect_uri differs from the authorization request"));
+        }
+        bastion_auth::pkce::verify(form.get("code_verifier").map(String::as_str), &grant.code_challenge)?;
+        let user = self.users.get(&grant.user).ok_or(AuthError::InvalidGrant("the user is no longer registered"))?;
+        let (scope, _) = ScopeSet::parse(&grant.scope);
+        self.user_tokens(
+            client,
+            UserGrant {
+                user,
+                scope,
+                patient: grant.patient,
+                encounter: grant.encounter,
+                family: grant.family,
+                nonce: grant.nonce,
+                ehr_launch: grant.ehr_launch,
+            },
+        )
+    }
+
+    /// `grant_type=refresh_token`: the refresh token of this client, not revoked, not used
+    /// before (rotation: each use returns a new one and retires the old; a retired one
+    /// presented again revokes the whole family), and a `scope` no wider than the original
+    /// grant. The grant is narrowed again by the client's and the user's current ceilings.
+    async fn refresh(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, AuthError> {
+        let token = form.get("refresh_token").ok_or(AuthError::InvalidRequest("refresh_token"))?;
+        let now = now();
+        let claims = self
+            .issuer
+            .verify_refresh(token, &self.token_endpoint(), now)
+            .map_err(|_| AuthError::InvalidGrant("the refresh token is not valid"))?;
+        if claims.client_id != client.id {
+            return Err(AuthError::InvalidGrant("the refresh token was issued to another client"));
+        }
+        if self.store.any_revoked(&[claims.jti.clone(), claims.family.clone()]).await.map_err(store_error)? {
+            return Err(AuthError::InvalidGrant("the refresh token has been revoked"));
+        }
+        let mut tx = self.store.begin().await.map_err(store_error)?;
+        let fresh = tx
+            .remember_jti(&format!("refresh:{}", client.id), &claims.jti, claims.exp + LEEWAY_SECS, now)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        if !fresh {
+            self.revoke_family(&claims.family).await?;
+            tracing::warn!(event = "refresh-replayed", client = %client.id, "a retired refresh token was presented: its family is revoked");
+            return Err(AuthError::InvalidGrant("the refresh token was used before"));
+        }
+        let (original, _) = ScopeSet::parse(&claims.scope);
+        let requested = match form.get("scope") {
+            None => original.clone(),
+            Some(s) => {
+                let (requested, malformed) = ScopeSet::parse(s);
+                let within = ScopeSet::grant(&requested, &[Ceiling { scopes: &original, resource_only: false }]);
+                if !malformed.is_empty() || requested.iter().any(|r| !within.contains(r)) {
+                    return Err(AuthError::InvalidScope);
+                }
+                requested
+            }
+        };
+        let user = self.users.get(&claims.sub).ok_or(AuthError::InvalidGrant("the user is no longer registered"))?;
+        let ehr_launch = original.contains(&bastion_auth::Scope::Launch);
+        let scope = self.grantable(&requested.to_string(), &client.id, user, ehr_launch);
+        if scope.is_empty() {
+            return Err(AuthError::InvalidScope);
+        }
+        tracing::info!(event = "token-refreshed", client = %client.id, "refresh token rotated");
+        self.user_tokens(
+            client,
+            UserGrant {
+                user,
+                scope,
+                patient: claims.patient,
+                encounter: claims.encounter,
+                family: claims.family,
+                nonce: None,
+                ehr_launch,
+            },
+        )
+    }
+
+    /// The token response for a user: access token, refresh token (with `offline_access` or
+    /// `online_access`), id token (with `openid`), and the launch context.
+    fn user_tokens(&self, client: &Client, g: UserGrant<'_>) -> Result<Value, AuthError> {
+        let now = now();
+        let scope = g.scope.to_string();
+        let fhir_user = g.user.fhir_user.clone().filter(|_| g.scope.contains(&bastion_auth::Scope::FhirUser));
+        let claims = AccessClaims {
+            iss: self.issuer.issuer.clone(),
+            sub: g.user.username.clone(),
+            aud: self.fhir_base.clone(),
+            exp: now + self.access_ttl,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            client_id: client.id.clone(),
+            scope: scope.clone(),
+            patient: g.patient.clone(),
+            encounter: g.encounter.clone(),
+            fhir_user: g.user.fhir_user.clone(),
+            family: Some(g.family.clone()),
+        };
+        let mut out = json!({
+            "access_token": self.issuer.issue(&claims)?,
+            "token_type": "Bearer",
+            "expires_in": self.access_ttl,
+            "scope": scope,
+            "need_patient_banner": !g.ehr_launch,
+            "smart_style_url": format!("{}/auth/smart-style.json", self.public_url),
+        });
+        if let Some(p) = &g.patient {
+            out["patient"] = json!(p);
+        }
+        if let Some(e) = &g.encounter {
+            out["encounter"] = json!(e);
+            out["fhirContext"] = json!([{"reference": format!("Encounter/{e}")}]);
+        }
+        let refresh_ttl = if g.scope.contains(&bastion_auth::Scope::OfflineAccess) {
+            Some(self.refresh_ttl)
+        } else if g.scope.contains(&bastion_auth::Scope::OnlineAccess) {
+            Some(ONLINE_REFRESH_TTL_SECS.min(self.refresh_ttl))
+        } else {
+            None
+        };
+        if let Some(ttl) = refresh_ttl {
+            let refresh = bastion_auth::token::RefreshClaims {
+                iss: self.issuer.issuer.clone(),
+                sub: g.user.username.clone(),
+                aud: self.token_endpoint(),
+                exp: now + ttl,
+                iat: now,
+                jti: uuid::Uuid::new_v4().to_string(),
+                client_id: client.id.clone(),
+                scope: scope.clone(),
+                patient: g.patient.clone(),
+                encounter: g.encounter.clone(),
+                fhir_user: g.user.fhir_user.clone(),
+                family: g.family.clone(),
+            };
+            out["refresh_token"] = json!(self.issuer.issue_refresh(&refresh)?);
+        }
+        if g.scope.contains(&bastion_auth::Scope::OpenId) {
+            let mut id = json!({
+                "iss": self.issuer.issuer, "sub": g.user.username, "aud": client.id,
+                "exp": now + self.access_ttl, "iat": now, "auth_time": now,
+            });
+            if let Some(n) = &g.nonce {
+                id["nonce"] = json!(n);
+            }
+            if let Some(f) = &fhir_user {
+                id["fhirUser"] = json!(format!("{}/{f}", self.fhir_base));
+            }
+            out["id_token"] = json!(self.issuer.issue_id_token(&id)?);
+        }
+        tracing::info!(event = "token-issued", client = %client.id, grant = "authorization_code", "access token issued to a user");
+        Ok(out)
+    }
+
+    /// Revokes a refresh family: every access and refresh token derived from one authorization.
+    async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
+        let now = now();
+        let mut tx = self.store.begin().await.map_err(store_error)?;
+        tx.revoke(family, now + self.refresh_ttl + LEEWAY_SECS, now).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)
+    }
+
+    /// Is the token, or the refresh family it came from, revoked?
+    async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, AuthError> {
+        let mut ids = vec![claims.jti.clone()];
+        ids.extend(claims.family.clone());
+        self.store.any_revoked(&ids).await.map_err(store_error)
+    }
+
+    /// A bearer token -> who is calling. Checks signature, issuer, audience, lifetime and
+    /// revocation (of the token and of the refresh family it came from).
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = now();
+        let claims = match self.cache.get(token, now) {
+            Some(c) => c,
+            None => {
+                let c = self.issuer.verify(token, now)?;
+                self.cache.put(token, &c);
+                c
+            }
+        };
+        if self.is_revoked(&claims).await? {
+            return Err(AuthError::Revoked);
+        }
+        let (scopes, _) = ScopeSet::parse(&claims.scope);
+        let user = claims.family.is_some().then(|| claims.sub.clone());
+        Ok(Principal {
+            subject: claims.sub,
+            client_id: claims.client_id,
+            fhir_user: claims.fhir_user,
+            patient: claims.patient,
+            encounter: claims.encounter,
+            scopes,
+            token_id: claims.jti,
+            user,
+        })
+    }
+
+    async fn introspect(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Value, AuthError> {
+        // The caller is a registered confidential client, or holds a valid access token.
+        let bearer =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        match bearer {
+            Some(t) => {
+                self.authenticate(t.trim()).await.map_err(|_| AuthError::BadClientCredentials)?;
+            }
+            None => {
+                let (_, authenticated) = self.authenticate_client(headers, form).await?;
+                if !authenticated {
+                    return Err(AuthError::BadClientCredentials);
+                }
+            }
+        }
+        let Some(token) = form.get("token") else { return Err(AuthError::InvalidRequest("token")) };
+        let now = now();
+        let Ok(claims) = self.issuer.verify(token, now) else { return Ok(json!({"active": false})) };
+        if self.is_revoked(&claims).await? {
+            return Ok(json!({"active": false}));
+        }
+        let mut out = json!({
+            "active": true, "token_type": "Bearer", "scope": claims.scope, "client_id": claims.client_id,
+            "sub": claims.sub, "iss": claims.iss, "aud": claims.aud, "exp": claims.exp, "iat": claims.iat,
+        });
+        for (k, v) in [("patient", &claims.patient), ("encounter", &claims.encounter), ("fhirUser", &claims.fhir_user)]
+        {
+            if let Some(v) = v {
+                out[k] = json!(v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revoke(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<(), AuthError> {
+        let (client, _) = self.authenticate_client(headers, form).await?;
+        let token = form.get("token").ok_or(AuthError::InvalidRequest("token"))?;
+        // RFC 7009: an invalid token, or one issued to another client, is not an error; it
+        // is simply not revoked by this request.
+        // An access token is revoked by itself; a refresh token takes its whole family (every
+        // access token derived from the same authorization) with it.
+        if let Ok(claims) = self.issuer.verify(token, now())
+            && claims.client_id == client.id
+        {
+            let mut tx = self.store.begin().await.map_err(store_error)?;
+            tx.revoke(&claims.jti, claims.exp + LEEWAY_SECS, now()).await.map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            tracing::info!(event = "token-revoked", client = %client.id, "access token revoked");
+        } else if let Ok(claims) = self.issuer.verify_refresh(token, &self.token_endpoint(), now())
+            && claims.client_id == client.id
+        {
+            self.revoke_family(&claims.family).await?;
+            tracing::info!(event = "token-revoked", client = %client.id, "refresh token and its family revoked");
+        }
+        Ok(())
+    }
+
+    pub fn smart_configuration(&self) -> Value {
+        let auth = format!("{}/auth", self.public_url);
+        json!({
+            "issuer": auth,
+            "jwks_uri": format!("{auth}/jwks"),
+            "authorization_endpoint": format!("{auth}/authorize"),
+            "token_endpoint": format!("{auth}/token"),
+            "introspection_endpoint": format!("{auth}/introspect"),
+            "revocation_endpoint": format!("{auth}/revoke"),
+            "grant_types_supported": GRANT_TYPES,
+            "response_types_supported": ["code"],
+            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+            "scopes_supported": SCOPES_SUPPORTED,
+            "code_challenge_methods_supported": ["S256"],
+            "capabilities": CAPABILITIES,
+        })
+    }
+
+    pub fn openid_configuration(&self) -> Value {
+        let auth = format!("{}/auth", self.public_url);
+        json!({
+            "issuer": auth,
+            "authorization_endpoint": format!("{auth}/authorize"),
+            "token_endpoint": format!("{auth}/token"),
+            "jwks_uri": format!("{auth}/jwks"),
+            "introspection_endpoint": format!("{auth}/introspect"),
+            "revocation_endpoint": format!("{auth}/revoke"),
+            "grant_types_supported": GRANT_TYPES,
+            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "scopes_supported": ["openid", "fhirUser", "profile", "offline_access", "online_access"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser"],
+            "code_challenge_methods_supported": ["S256"],
+        })
+    }
+
+    /// The origins of every registered redirect URI: the browser apps that may call the token
+    /// endpoint and the API (CORS).
+    pub fn app_origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .clients
+            .values()
+            .flat_map(|c| c.redirect_uris.iter())
+            .filter_map(|u| authorize::origin_of(u))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+const AUTH_METHODS: [&str; 3] = ["private_key_jwt", "client_secret_basic", "client_secret_post"];
+/// What discovery promises; every one of these is implemented.
+const CAPABILITIES: [&str; 18] = [
+    "launch-ehr",
+    "launch-standalone",
+    "authorize-post",
+    "client-public",
+    "client-confidential-symmetric",
+    "client-confidential-asymmetric",
+    "sso-openid-connect",
+    "context-banner",
+    "context-style",
+    "context-ehr-patient",
+    "context-ehr-encounter",
+    "context-standalone-patient",
+    "permission-offline",
+    "permission-online",
+    "permission-patient",
+    "permission-user",
+    "permission-v1",
+    "permission-v2",
+];
+const SCOPES_SUPPORTED: [&str; 17] = [
+    "openid",
+    "fhirUser",
+    "profile",
+    "launch",
+    "launch/patient",
+    "launch/encounter",
+    "offline_access",
+    "online_access",
+    "patient/*.cruds",
+    "patient/*.rs",
+    "patient/*.read",
+    "user/*.cruds",
+    "user/*.rs",
+    "user/*.read",
+    "system/*.cruds",
+    "system/*.rs",
+    "system/*.read",
+];
+
+/// The fields of a form-encoded request to a token-style endpoint.
+fn form_request(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, AuthError> {
+    if !is_form(headers) {
+        return Err(AuthError::InvalidRequest("the body must be application/x-www-form-urlencoded"));
+    }
+    form(body)
+}
+
+fn reply(result: Result<Value, AuthError>) -> Response {
+    match result {
+        Ok(v) => json_reply(v),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// `POST /auth/token`.
+pub async fn token(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    reply(
+        async {
+            let form = form_request(&headers, &body)?;
+            let grant = form.get("grant_type").ok_or(AuthError::InvalidRequest("grant_type"))?;
+            if !matches!(grant.as_str(), "client_credentials" | "authorization_code" | "refresh_token") {
+                return Err(AuthError::UnsupportedGrantType);
+            }
+            let (client, _) = auth.authenticate_client(&headers, &form).await?;
+            match grant.as_str() {
+                "client_credentials" => auth.client_credentials(client, &form).await,
+                "authorization_code" => auth.authorization_code(client, &form).await,
+                _ => auth.refresh(client, &form).await,
+            }
+        }
+        .await,
+    )
+}
+
+/// `POST /auth/introspect`.
+pub async fn introspect(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    reply(async { auth.introspect(&headers, &form_request(&headers, &body)?).await }.await)
+}
+
+/// `POST /auth/revoke`.
+pub async fn revoke(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    reply(async { auth.revoke(&headers, &form_request(&headers, &body)?).await.map(|()| json!({})) }.await)
+}
+
+pub async fn jwks(State(auth): State<Arc<AuthService>>) -> Response {
+    public_json(auth.issuer.key().jwks())
+}
+
+pub async fn smart_configuration(State(auth): State<Arc<AuthService>>) -> Response {
+    public_json(auth.smart_configuration())
+}
+
+pub async fn openid_configuration(State(auth): State<Arc<AuthService>>) -> Response {
+    public_json(auth.openid_configuration())
+}
+
+/// `smart_style_url`: colours and fonts an app may use to look at home in this server's UI.
+pub async fn smart_style() -> Response {
+    public_json(json!({
+        "color_background": "#f6f7f9",
+        "color_error": "#a00000",
+        "color_highlight": "#1f5fbf",
+        "color_modal_backdrop": "",
+        "color_success": "#1b7f3b",
+        "color_text": "#1b1b1b",
+        "dim_border_radius": "4px",
+        "dim_font_size": "16px",
+        "dim_spacing_size": "16px",
+        "font_family_body": "system-ui, sans-serif",
+        "font_family_heading": "system-ui, sans-serif"
+    }))
+}
+
+/// The stylesheet of the login and consent pages.
+pub async fn stylesheet() -> Response {
+    let mut r = pages::STYLESHEET.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r
+}
