@@ -531,3 +531,124 @@ both_backends!(revoked_token_is_refused_on_every_node, |srv| {
     let r = post_form(&srv, "revoke", ADMIN_CLIENT, ADMIN_SECRET, "token=garbage").await;
     assert_eq!(r.status(), StatusCode::OK);
 });
+
+/// A client's key host on loopback: serves a JWKS with a chosen `Cache-Control` and counts
+/// how often the server fetches it.
+struct JwksHost {
+    url: String,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    doc: std::sync::Arc<std::sync::Mutex<(String, String)>>,
+}
+
+impl JwksHost {
+    async fn start(jwks: String, cache_control: &str) -> JwksHost {
+        use std::sync::atomic::Ordering;
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let doc = std::sync::Arc::new(std::sync::Mutex::new((jwks, cache_control.to_string())));
+        let (f, d) = (fetches.clone(), doc.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (f, d) = (f.clone(), d.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let (body, cc) = d.lock().unwrap().clone();
+                    ([("content-type", "application/json".to_string()), ("cache-control", cc)], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        JwksHost { url, fetches, doc }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn serve(&self, jwks: String) {
+        self.doc.lock().unwrap().0 = jwks;
+    }
+}
+
+async fn with_jwks_uri_client(backend: Backend, host: &JwksHost) -> Server {
+    let client = format!(
+        "[[clients]]\nid = \"bulk\"\nkind = \"backend\"\nscopes = \"system/*.rs\"\njwks_uri = \"{}\"\n",
+        host.url
+    );
+    Server::start_with(backend, &client).await.unwrap()
+}
+
+fn fresh_assertion(srv: &Server, key: &TestKey) -> String {
+    key.sign(&assertion_claims("bulk", &token_url(srv), now(), &uuid::Uuid::new_v4().to_string()))
+}
+
+both_backends!(jwks_uri_client_authenticates_with_fetched_keys, |srv| {
+    let key = TestKey::ec("ec-1");
+    let host = JwksHost::start(key.jwks(), "max-age=3600").await;
+    let srv = with_jwks_uri_client(srv.backend(), &host).await;
+    for _ in 0..3 {
+        assert_eq!(assertion_grant(&srv, &fresh_assertion(&srv, &key)).await.status(), StatusCode::OK);
+    }
+    assert_eq!(host.fetches(), 1, "max-age=3600: fetched once");
+    // A jku equal to the registered URL is fine; any other is not.
+    let c = assertion_claims("bulk", &token_url(&srv), now(), &uuid::Uuid::new_v4().to_string());
+    let ok = key.sign_with_header(&json!({"alg": "ES384", "kid": "ec-1", "jku": host.url}), &c);
+    assert_eq!(assertion_grant(&srv, &ok).await.status(), StatusCode::OK);
+});
+
+both_backends!(jwks_uri_no_store_is_fetched_for_every_assertion, |srv| {
+    let key = TestKey::rsa("rsa-1");
+    let host = JwksHost::start(key.jwks(), "no-store").await;
+    let srv = with_jwks_uri_client(srv.backend(), &host).await;
+    for _ in 0..3 {
+        assert_eq!(assertion_grant(&srv, &fresh_assertion(&srv, &key)).await.status(), StatusCode::OK);
+    }
+    assert_eq!(host.fetches(), 3, "no-store: never reused");
+});
+
+both_backends!(jwks_uri_key_removed_by_the_client_stops_working_when_the_cache_ends, |srv| {
+    let (old, new) = (TestKey::rsa("old"), TestKey::rsa("new"));
+    let host = JwksHost::start(old.jwks(), "max-age=1").await;
+    let srv = with_jwks_uri_client(srv.backend(), &host).await;
+    assert_eq!(assertion_grant(&srv, &fresh_assertion(&srv, &old)).await.status(), StatusCode::OK);
+    host.serve(new.jwks());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    oauth_error(assertion_grant(&srv, &fresh_assertion(&srv, &old)).await, &[401], "invalid_client").await;
+    assert_eq!(assertion_grant(&srv, &fresh_assertion(&srv, &new)).await.status(), StatusCode::OK);
+});
+
+both_backends!(jwks_uri_rotated_key_is_fetched_early_by_its_kid, |srv| {
+    let (old, new) = (TestKey::rsa("old"), TestKey::rsa("new"));
+    let host = JwksHost::start(old.jwks(), "max-age=3600").await;
+    let srv = with_jwks_uri_client(srv.backend(), &host).await;
+    assert_eq!(assertion_grant(&srv, &fresh_assertion(&srv, &old)).await.status(), StatusCode::OK);
+    host.serve(json!({"keys": [old.jwk(), new.jwk()]}).to_string());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        assertion_grant(&srv, &fresh_assertion(&srv, &new)).await.status(),
+        StatusCode::OK,
+        "an unknown kid refetches"
+    );
+    assert_eq!(host.fetches(), 2);
+});
+
+both_backends!(jwks_uri_unknown_kid_flood_does_not_hammer_the_client_host, |srv| {
+    let key = TestKey::rsa("rsa-1");
+    let host = JwksHost::start(key.jwks(), "max-age=3600").await;
+    let srv = with_jwks_uri_client(srv.backend(), &host).await;
+    assert_eq!(assertion_grant(&srv, &fresh_assertion(&srv, &key)).await.status(), StatusCode::OK);
+    for i in 0..10 {
+        let stranger = TestKey::rsa(&format!("made-up-{i}"));
+        oauth_error(assertion_grant(&srv, &fresh_assertion(&srv, &stranger)).await, &[401], "invalid_client").await;
+    }
+    assert!(host.fetches() <= 2, "at most one early refetch per interval, got {}", host.fetches());
+});
+
+both_backends!(jwks_uri_unreachable_is_refused_as_invalid_client, |srv| {
+    let key = TestKey::rsa("rsa-1");
+    let host = JwksHost::start("not json".into(), "no-store").await;
+    let srv = with_jwks_uri_client(srv.backend(), &host).await;
+    oauth_error(assertion_grant(&srv, &fresh_assertion(&srv, &key)).await, &[401], "invalid_client").await;
+});

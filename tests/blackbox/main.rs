@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod bad_input;
+mod browser;
 mod capability;
 mod cli;
 mod conditional;

@@ -2,8 +2,8 @@
 //! Backend Services profiles it).
 //!
 //! Checks, each with its own [`AuthError`]: the algorithm is RS384 or ES384 and matches the key
-//! it names; the `kid` names a key of the client; no `jku` (keys come from the registration,
-//! never from the token); `iss` = `sub` = the client id; `aud` = the token endpoint; `exp`
+//! it names; the `kid` names a key of the client; no `jwk` or `x5u`, and a `jku` only when it
+//! is the client's registered JWKS URL (keys come from the registration, never from the token); `iss` = `sub` = the client id; `aud` = the token endpoint; `exp`
 //! present, not past and at most five minutes ahead; a `jti`. Whether the `jti` was seen before
 //! is the caller's question to the store ([`VerifiedAssertion::jti`]), so that the replay
 //! record survives restarts and is shared by every node on one database.
@@ -51,6 +51,11 @@ impl ClientKeys {
         Ok(ClientKeys { keys })
     }
 
+    /// Does the set hold a key with this `kid`?
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&ClientKey, AuthError> {
         let by_kid: Vec<&ClientKey> = match kid {
             Some(k) => self.keys.iter().filter(|c| c.kid.as_deref() == Some(k)).collect(),
@@ -96,11 +101,13 @@ pub struct VerifiedAssertion {
     pub exp: i64,
 }
 
-/// Verifies `assertion` for `client_id` against its registered keys.
+/// Verifies `assertion` for `client_id` against its registered keys. `registered_jku` is the
+/// client's registered JWKS URL, the only `jku` an assertion may name.
 pub fn verify_client_assertion(
     assertion: &str,
     client_id: &str,
     keys: &ClientKeys,
+    registered_jku: Option<&str>,
     token_endpoint: &str,
     now: i64,
 ) -> Result<VerifiedAssertion, AuthError> {
@@ -111,7 +118,12 @@ pub fn verify_client_assertion(
         jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => AuthError::AlgorithmNotAllowed,
         _ => AuthError::Malformed,
     })?;
-    if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {
+    if header.jwk.is_some() || header.x5u.is_some() {
+        return Err(AuthError::JkuNotAllowed);
+    }
+    if let Some(jku) = &header.jku
+        && registered_jku != Some(jku.as_str())
+    {
         return Err(AuthError::JkuNotAllowed);
     }
     if !matches!(header.alg, Algorithm::RS384 | Algorithm::ES384) {
@@ -256,7 +268,7 @@ mod tests {
 
     fn check(key: &TestKey, claims: &serde_json::Value) -> Result<VerifiedAssertion, AuthError> {
         let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
-        verify_client_assertion(&key.sign(claims), "bulk", &keys, TOKEN_URL, now())
+        verify_client_assertion(&key.sign(claims), "bulk", &keys, None, TOKEN_URL, now())
     }
 
     #[test]
@@ -317,7 +329,7 @@ mod tests {
             &json!({"alg": "RS384", "kid": "nope"}),
             &assertion_claims("bulk", TOKEN_URL, now(), "j"),
         );
-        assert_eq!(verify_client_assertion(&a, "bulk", &keys, TOKEN_URL, now()), Err(AuthError::UnknownKey));
+        assert_eq!(verify_client_assertion(&a, "bulk", &keys, None, TOKEN_URL, now()), Err(AuthError::UnknownKey));
     }
 
     #[test]
@@ -325,7 +337,7 @@ mod tests {
         let (mine, theirs) = (TestKey::rsa("r1"), TestKey::rsa("r1"));
         let keys = ClientKeys::from_jwks(&mine.jwks()).unwrap();
         let a = theirs.sign(&assertion_claims("bulk", TOKEN_URL, now(), "j"));
-        assert_eq!(verify_client_assertion(&a, "bulk", &keys, TOKEN_URL, now()), Err(AuthError::BadSignature));
+        assert_eq!(verify_client_assertion(&a, "bulk", &keys, None, TOKEN_URL, now()), Err(AuthError::BadSignature));
     }
 
     #[test]
@@ -337,12 +349,25 @@ mod tests {
                 .sign_with_header(&json!({"alg": alg, "kid": "r1"}), &assertion_claims("bulk", TOKEN_URL, now(), "j"));
             assert!(
                 matches!(
-                    verify_client_assertion(&a, "bulk", &keys, TOKEN_URL, now()),
+                    verify_client_assertion(&a, "bulk", &keys, None, TOKEN_URL, now()),
                     Err(AuthError::AlgorithmNotAllowed | AuthError::Malformed)
                 ),
                 "{alg}"
             );
         }
+    }
+
+    #[test]
+    fn accepts_jku_only_when_it_is_the_registered_jwks_url() {
+        let key = TestKey::rsa("r1");
+        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let header = json!({"alg": "RS384", "kid": "r1", "jku": "https://app.example/jwks"});
+        let a = key.sign_with_header(&header, &assertion_claims("bulk", TOKEN_URL, now(), "j"));
+        assert!(verify_client_assertion(&a, "bulk", &keys, Some("https://app.example/jwks"), TOKEN_URL, now()).is_ok());
+        assert_eq!(
+            verify_client_assertion(&a, "bulk", &keys, Some("https://app.example/other"), TOKEN_URL, now()),
+            Err(AuthError::JkuNotAllowed)
+        );
     }
 
     #[test]
@@ -353,7 +378,10 @@ mod tests {
             let mut header = json!({"alg": "RS384", "kid": "r1"});
             header.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             let a = key.sign_with_header(&header, &assertion_claims("bulk", TOKEN_URL, now(), "j"));
-            assert_eq!(verify_client_assertion(&a, "bulk", &keys, TOKEN_URL, now()), Err(AuthError::JkuNotAllowed));
+            assert_eq!(
+                verify_client_assertion(&a, "bulk", &keys, None, TOKEN_URL, now()),
+                Err(AuthError::JkuNotAllowed)
+            );
         }
     }
 
@@ -362,7 +390,7 @@ mod tests {
         let key = TestKey::rsa("r1");
         let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
         for bad in ["", "x", "a.b.c", &"A".repeat(MAX_TOKEN_BYTES + 1)] {
-            assert!(verify_client_assertion(bad, "bulk", &keys, TOKEN_URL, now()).is_err());
+            assert!(verify_client_assertion(bad, "bulk", &keys, None, TOKEN_URL, now()).is_err());
         }
     }
 

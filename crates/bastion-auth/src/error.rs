@@ -48,6 +48,8 @@ pub enum AuthError {
     #[error("the grant is invalid: {0}")]
     InvalidGrant(&'static str),
     // Clients
+    #[error("the client's JWKS URL could not be fetched or read")]
+    JwksUnavailable,
     #[error("no client is registered with this id")]
     UnknownClient,
     #[error("the client's credentials are wrong")]

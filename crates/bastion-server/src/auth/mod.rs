@@ -35,6 +35,7 @@ use crate::config::{ClientConfig, Config, UserConfig};
 mod authorize;
 mod lockout;
 mod pages;
+mod remote_jwks;
 
 pub use authorize::{authorize, consent, launch, login};
 
@@ -67,6 +68,8 @@ enum Credentials {
     None,
     Secret(String),
     Keys(ClientKeys),
+    /// Keys published at the client's `jwks_uri`.
+    RemoteKeys(remote_jwks::RemoteJwks),
 }
 
 struct Client {
@@ -88,7 +91,7 @@ pub struct ClientConfigError {
     reason: String,
 }
 
-fn client_from_config(c: &ClientConfig, config: &Config) -> Result<Client, ClientConfigError> {
+fn client_from_config(c: &ClientConfig, config: &Config, http: &reqwest::Client) -> Result<Client, ClientConfigError> {
     let err = |reason: &str| ClientConfigError { client: c.id.clone(), reason: reason.into() };
     let kind = match c.kind.as_str() {
         "public" => ClientKind::Public,
@@ -96,31 +99,24 @@ fn client_from_config(c: &ClientConfig, config: &Config) -> Result<Client, Clien
         "backend" => ClientKind::Backend,
         _ => return Err(err("kind must be public, confidential or backend")),
     };
-    if c.jwks_uri.is_some() {
-        return Err(err("jwks_uri is not supported yet: give the public keys inline with `jwks`"));
-    }
     for uri in &c.redirect_uris {
         check_redirect_uri(uri).map_err(|reason| err(&format!("redirect_uri {uri}: {reason}")))?;
     }
     if kind == ClientKind::Backend && !c.redirect_uris.is_empty() {
         return Err(err("a backend client has no redirect_uris"));
     }
-    let credentials = match (kind, &c.secret, &c.jwks) {
-        (ClientKind::Public, None, None) => Credentials::None,
-        (ClientKind::Public, _, _) => return Err(err("a public client has neither a secret nor keys")),
-        (_, Some(_), Some(_)) => return Err(err("give either a secret or jwks, not both")),
-        (ClientKind::Confidential, Some(s), None) => {
-            if s.len() < 16 {
-                return Err(err("the secret must be at least 16 characters"));
-            }
-            Credentials::Secret(s.clone())
+    let credentials = match (kind, &c.secret, &c.jwks, &c.jwks_uri) {
+        (ClientKind::Public, None, None, None) => Credentials::None,
+        (ClientKind::Public, _, _, _) => return Err(err("a public client has neither a secret nor keys")),
+        (_, _, Some(_), Some(_)) => return Err(err("give either jwks or jwks_uri, not both")),
+        (_, Some(_), _, Some(_)) => return Err(err("give either a secret or jwks_uri, not both")),
+        (_, None, None, Some(uri)) => {
+            check_secure_url(uri).map_err(|reason| err(&format!("jwks_uri {uri}: {reason}")))?;
+            Credentials::RemoteKeys(remote_jwks::RemoteJwks::new(uri.clone(), http.clone()))
         }
-        (_, None, Some(jwks)) => Credentials::Keys(ClientKeys::from_jwks(jwks).map_err(|e| err(&e.to_string()))?),
-        (ClientKind::Backend, Some(_), None) => {
-            return Err(err("a backend client authenticates with a signed assertion: give `jwks`"));
-        }
-        (_, None, None) => return Err(err("a confidential or backend client needs a secret or jwks")),
+        (_, secret, jwks, None) => credentials_inline(kind, secret, jwks).map_err(&err)?,
     };
+
     let (scopes, bad) = ScopeSet::parse(&c.scopes);
     if let Some(e) = bad.first() {
         return Err(err(&e.to_string()));
@@ -128,6 +124,30 @@ fn client_from_config(c: &ClientConfig, config: &Config) -> Result<Client, Clien
     let role_permissions =
         if c.roles.is_empty() { None } else { Some(role_permissions(&c.roles, config).map_err(|r| err(&r))?) };
     Ok(Client { id: c.id.clone(), kind, redirect_uris: c.redirect_uris.clone(), credentials, scopes, role_permissions })
+}
+
+/// Credentials given inline: a secret for a confidential client, or public keys.
+fn credentials_inline(
+    kind: ClientKind,
+    secret: &Option<String>,
+    jwks: &Option<String>,
+) -> Result<Credentials, &'static str> {
+    match (kind, secret, jwks) {
+        (_, Some(_), Some(_)) => Err("give either a secret or jwks, not both"),
+        (ClientKind::Confidential, Some(s), None) => {
+            if s.len() < 16 {
+                return Err("the secret must be at least 16 characters");
+            }
+            Ok(Credentials::Secret(s.clone()))
+        }
+        (_, None, Some(jwks)) => {
+            ClientKeys::from_jwks(jwks).map(Credentials::Keys).map_err(|_| "jwks is not a usable JWKS")
+        }
+        (ClientKind::Backend, Some(_), None) => {
+            Err("a backend client authenticates with a signed assertion: give `jwks`")
+        }
+        _ => Err("a confidential or backend client needs a secret, jwks or jwks_uri"),
+    }
 }
 
 /// The union of the named roles' permissions.
@@ -151,7 +171,13 @@ fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
     if uri.contains('#') {
         return Err("a redirect URI has no fragment");
     }
-    let host_of = |rest: &str| rest.split(['/', '?']).next().unwrap_or("").to_string();
+    check_secure_url(uri)
+}
+
+/// A URL the server sends users to or fetches keys from: `https`, or plain `http` only on a
+/// loopback address (development, native apps).
+fn check_secure_url(uri: &str) -> Result<(), &'static str> {
+    let host_of = |rest: &str| rest.split(['/', '?', '#']).next().unwrap_or("").to_string();
     if let Some(rest) = uri.strip_prefix("https://") {
         return if host_of(rest).is_empty() { Err("no host") } else { Ok(()) };
     }
@@ -351,9 +377,14 @@ impl AuthService {
         let public_url = public_url.trim_end_matches('/').to_string();
         let fhir_base = crate::fhir_base(&public_url);
         let issuer = TokenIssuer::new(Arc::new(key), format!("{public_url}/auth"), fhir_base.clone());
+        // Outgoing requests (client JWKS): no redirects, so a key URL cannot be bounced elsewhere.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
         let mut clients = HashMap::new();
         for c in &config.clients {
-            let client = client_from_config(c, config).map_err(|e| e.to_string())?;
+            let client = client_from_config(c, config, &http).map_err(|e| e.to_string())?;
             if clients.insert(c.id.clone(), client).is_some() {
                 return Err(format!("client {} is registered twice", c.id));
             }
@@ -416,9 +447,25 @@ impl AuthService {
                     .ok_or(AuthError::Malformed)?,
             };
             let client = self.clients.get(&named).ok_or(AuthError::UnknownClient)?;
-            let Credentials::Keys(keys) = &client.credentials else { return Err(AuthError::UnauthorizedClient) };
             let now = now();
-            let verified = verify_client_assertion(assertion, &client.id, keys, &self.token_endpoint(), now)?;
+            let verified = match &client.credentials {
+                Credentials::Keys(keys) => {
+                    verify_client_assertion(assertion, &client.id, keys, None, &self.token_endpoint(), now)?
+                }
+                Credentials::RemoteKeys(remote) => {
+                    let kid = jsonwebtoken::decode_header(assertion).map_err(|_| AuthError::Malformed)?.kid;
+                    let keys = remote.keys(kid.as_deref(), now).await?;
+                    verify_client_assertion(
+                        assertion,
+                        &client.id,
+                        &keys,
+                        Some(&remote.url),
+                        &self.token_endpoint(),
+                        now,
+                    )?
+                }
+                _ => return Err(AuthError::UnauthorizedClient),
+            };
             let mut tx = self.store.begin().await.map_err(store_error)?;
             let fresh = tx
                 .remember_jti(&client.id, &verified.jti, verified.exp + LEEWAY_SECS, now)
@@ -455,7 +502,7 @@ impl AuthService {
             (Credentials::Secret(_), _) => Err(AuthError::BadClientCredentials),
             (Credentials::None, None) => Ok((client, false)),
             (Credentials::None, Some(_)) => Err(AuthError::BadClientCredentials),
-            (Credentials::Keys(_), _) => Err(AuthError::UnauthorizedClient),
+            (Credentials::Keys(_) | Credentials::RemoteKeys(_), _) => Err(AuthError::UnauthorizedClient),
         }
     }
 
