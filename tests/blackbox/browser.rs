@@ -1,8 +1,8 @@
 //! The login and consent pages in a real browser: headless Chromium runs a SMART standalone
 //! launch with SMART's own JavaScript client (npm `fhirclient`) through Bastion's pages, and
-//! the app reads the patient. The driver is `tests/browser/standalone_launch.mjs`.
+//! the app reads the patient. The driver is `tests/js/standalone_launch.mjs`.
 //!
-//! Needs Chromium (`/usr/bin/chromium`) and `npm ci` in `tests/browser`; `.ci/run` installs
+//! Needs Chromium (`/usr/bin/chromium`) and `npm ci` in `tests/js`; `.ci/run` installs
 //! both. Without them the test fails under CI and says loudly that it was skipped elsewhere.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use crate::smart::{PASSWORD, seed, smart_toml};
 const JS_APP: &str = "smart-js-app";
 
 fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js")
 }
 
 /// Are Chromium and the npm packages here? Under CI they must be.
@@ -24,11 +24,9 @@ fn browser_available() -> bool {
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must run the browser test: install chromium and `npm ci` in tests/browser"
+            "CI must run the browser test: install chromium and `npm ci` in tests/js"
         );
-        eprintln!(
-            "\n=== SKIPPED: browser test (no {chromium} or no tests/browser/node_modules; run `npm ci` there) ===\n"
-        );
+        eprintln!("\n=== SKIPPED: browser test (no {chromium} or no tests/js/node_modules; run `npm ci` there) ===\n");
     }
     ok
 }

@@ -10,6 +10,7 @@ mod capability;
 mod cli;
 mod conditional;
 mod crud;
+mod external_idp;
 mod history;
 mod import;
 mod search;

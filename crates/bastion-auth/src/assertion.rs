@@ -20,35 +20,52 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// How far ahead an assertion's `exp` may be.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
 
-/// A client's registered public keys, each with the one algorithm it may be used with.
+/// A set of public keys (a client's, or an external issuer's), each with the one algorithm it
+/// may be used with: the algorithm is decided when the key is read, never taken from a token.
 #[derive(Clone)]
-pub struct ClientKeys {
-    keys: Vec<ClientKey>,
+pub struct PublicKeys {
+    keys: Vec<PublicKey>,
+}
+
+/// Which algorithms the keys of a set are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProfile {
+    /// SMART client assertions: RSA keys are RS384, P-384 keys ES384.
+    ClientAssertion,
+    /// Access tokens of an external identity provider: the JWK's `alg` when given (RS256,
+    /// RS384, RS512, PS256, ES256, ES384), otherwise RS256 for RSA, ES256 for P-256 and
+    /// ES384 for P-384 keys.
+    IssuerTokens,
 }
 
 #[derive(Clone)]
-struct ClientKey {
+struct PublicKey {
     kid: Option<String>,
     alg: Algorithm,
     key: DecodingKey,
 }
 
-impl std::fmt::Debug for ClientKeys {
+impl std::fmt::Debug for PublicKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.keys.iter().map(|k| (&k.kid, k.alg))).finish()
     }
 }
 
-impl ClientKeys {
+impl PublicKeys {
     /// Reads a JWKS document. RSA keys are RS384 keys, P-384 keys ES384 keys (unless the JWK's
     /// own `alg` says otherwise, which must then be one of those two); other keys are ignored.
-    pub fn from_jwks(json: &str) -> Result<ClientKeys, AuthError> {
+    pub fn from_jwks(json: &str) -> Result<PublicKeys, AuthError> {
+        Self::from_jwks_for(json, KeyProfile::ClientAssertion)
+    }
+
+    /// Reads a JWKS document for the given use (see [`KeyProfile`]); unusable keys are ignored.
+    pub fn from_jwks_for(json: &str, profile: KeyProfile) -> Result<PublicKeys, AuthError> {
         let set: JwkSet = serde_json::from_str(json).map_err(|e| AuthError::BadKey(format!("JWKS: {e}")))?;
-        let keys: Vec<ClientKey> = set.keys.iter().filter_map(client_key).collect();
+        let keys: Vec<PublicKey> = set.keys.iter().filter_map(|k| public_key(k, profile)).collect();
         if keys.is_empty() {
             return Err(AuthError::BadKey("the JWKS has no RSA or P-384 public key".into()));
         }
-        Ok(ClientKeys { keys })
+        Ok(PublicKeys { keys })
     }
 
     /// Does the set hold a key with this `kid`?
@@ -56,8 +73,14 @@ impl ClientKeys {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&ClientKey, AuthError> {
-        let by_kid: Vec<&ClientKey> = match kid {
+    /// The key a JWS header names (by `kid`, or the only key when there is no `kid`), if its
+    /// algorithm is the header's.
+    pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<(&DecodingKey, Algorithm), AuthError> {
+        self.find_key(kid, alg).map(|k| (&k.key, k.alg))
+    }
+
+    fn find_key(&self, kid: Option<&str>, alg: Algorithm) -> Result<&PublicKey, AuthError> {
+        let by_kid: Vec<&PublicKey> = match kid {
             Some(k) => self.keys.iter().filter(|c| c.kid.as_deref() == Some(k)).collect(),
             // Without a kid, only an unambiguous key set will do.
             None if self.keys.len() == 1 => self.keys.iter().collect(),
@@ -71,20 +94,27 @@ impl ClientKeys {
     }
 }
 
-fn client_key(jwk: &Jwk) -> Option<ClientKey> {
-    let natural = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS384,
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P384 => Algorithm::ES384,
+fn public_key(jwk: &Jwk, profile: KeyProfile) -> Option<PublicKey> {
+    let curve = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => None,
+        AlgorithmParameters::EllipticCurve(ec) => Some(ec.curve.clone()),
         _ => return None,
     };
-    let alg = match jwk.common.key_algorithm.map(|a| a.to_string()) {
-        None => natural,
-        Some(a) if a == "RS384" && natural == Algorithm::RS384 => Algorithm::RS384,
-        Some(a) if a == "ES384" && natural == Algorithm::ES384 => Algorithm::ES384,
-        Some(_) => return None,
+    let named = jwk.common.key_algorithm.map(|a| a.to_string());
+    let alg = match (profile, &curve, named.as_deref()) {
+        (KeyProfile::ClientAssertion, None, None | Some("RS384")) => Algorithm::RS384,
+        (KeyProfile::ClientAssertion, Some(EllipticCurve::P384), None | Some("ES384")) => Algorithm::ES384,
+        (KeyProfile::ClientAssertion, _, _) => return None,
+        (KeyProfile::IssuerTokens, None, None | Some("RS256")) => Algorithm::RS256,
+        (KeyProfile::IssuerTokens, None, Some("RS384")) => Algorithm::RS384,
+        (KeyProfile::IssuerTokens, None, Some("RS512")) => Algorithm::RS512,
+        (KeyProfile::IssuerTokens, None, Some("PS256")) => Algorithm::PS256,
+        (KeyProfile::IssuerTokens, Some(EllipticCurve::P256), None | Some("ES256")) => Algorithm::ES256,
+        (KeyProfile::IssuerTokens, Some(EllipticCurve::P384), None | Some("ES384")) => Algorithm::ES384,
+        (KeyProfile::IssuerTokens, _, _) => return None,
     };
     let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(ClientKey { kid: jwk.common.key_id.clone(), alg, key })
+    Some(PublicKey { kid: jwk.common.key_id.clone(), alg, key })
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,7 +136,7 @@ pub struct VerifiedAssertion {
 pub fn verify_client_assertion(
     assertion: &str,
     client_id: &str,
-    keys: &ClientKeys,
+    keys: &PublicKeys,
     registered_jku: Option<&str>,
     token_endpoint: &str,
     now: i64,
@@ -129,19 +159,18 @@ pub fn verify_client_assertion(
     if !matches!(header.alg, Algorithm::RS384 | Algorithm::ES384) {
         return Err(AuthError::AlgorithmNotAllowed);
     }
-    let key = keys.find(header.kid.as_deref(), header.alg)?;
-    let mut v = Validation::new(key.alg);
+    let (key, alg) = keys.find(header.kid.as_deref(), header.alg)?;
+    let mut v = Validation::new(alg);
     v.leeway = LEEWAY_SECS as u64;
     v.validate_nbf = true;
     v.set_issuer(&[client_id]);
     v.sub = Some(client_id.to_string());
     v.set_audience(&[token_endpoint]);
     v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    let data =
-        jsonwebtoken::decode::<AssertionClaims>(assertion, &key.key, &v).map_err(|e| match map_jwt_error(e) {
-            AuthError::WrongIssuer => AuthError::SubjectMismatch,
-            other => other,
-        })?;
+    let data = jsonwebtoken::decode::<AssertionClaims>(assertion, key, &v).map_err(|e| match map_jwt_error(e) {
+        AuthError::WrongIssuer => AuthError::SubjectMismatch,
+        other => other,
+    })?;
     let claims = data.claims;
     if claims.exp > now + MAX_ASSERTION_LIFETIME_SECS + LEEWAY_SECS {
         return Err(AuthError::ExpiresTooLate);
@@ -267,7 +296,7 @@ mod tests {
     }
 
     fn check(key: &TestKey, claims: &serde_json::Value) -> Result<VerifiedAssertion, AuthError> {
-        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&key.jwks()).unwrap();
         verify_client_assertion(&key.sign(claims), "bulk", &keys, None, TOKEN_URL, now())
     }
 
@@ -324,7 +353,7 @@ mod tests {
     #[test]
     fn rejects_unknown_kid() {
         let key = TestKey::rsa("r1");
-        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&key.jwks()).unwrap();
         let a = key.sign_with_header(
             &json!({"alg": "RS384", "kid": "nope"}),
             &assertion_claims("bulk", TOKEN_URL, now(), "j"),
@@ -335,7 +364,7 @@ mod tests {
     #[test]
     fn rejects_key_of_another_client() {
         let (mine, theirs) = (TestKey::rsa("r1"), TestKey::rsa("r1"));
-        let keys = ClientKeys::from_jwks(&mine.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&mine.jwks()).unwrap();
         let a = theirs.sign(&assertion_claims("bulk", TOKEN_URL, now(), "j"));
         assert_eq!(verify_client_assertion(&a, "bulk", &keys, None, TOKEN_URL, now()), Err(AuthError::BadSignature));
     }
@@ -343,7 +372,7 @@ mod tests {
     #[test]
     fn rejects_algorithm_other_than_the_keys() {
         let key = TestKey::rsa("r1");
-        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&key.jwks()).unwrap();
         for alg in ["RS256", "ES384", "HS384", "none", "PS384"] {
             let a = key
                 .sign_with_header(&json!({"alg": alg, "kid": "r1"}), &assertion_claims("bulk", TOKEN_URL, now(), "j"));
@@ -360,7 +389,7 @@ mod tests {
     #[test]
     fn accepts_jku_only_when_it_is_the_registered_jwks_url() {
         let key = TestKey::rsa("r1");
-        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&key.jwks()).unwrap();
         let header = json!({"alg": "RS384", "kid": "r1", "jku": "https://app.example/jwks"});
         let a = key.sign_with_header(&header, &assertion_claims("bulk", TOKEN_URL, now(), "j"));
         assert!(verify_client_assertion(&a, "bulk", &keys, Some("https://app.example/jwks"), TOKEN_URL, now()).is_ok());
@@ -373,7 +402,7 @@ mod tests {
     #[test]
     fn rejects_jku_and_embedded_jwk() {
         let key = TestKey::rsa("r1");
-        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&key.jwks()).unwrap();
         for extra in [json!({"jku": "https://evil/jwks"}), json!({"jwk": key.jwk()})] {
             let mut header = json!({"alg": "RS384", "kid": "r1"});
             header.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -388,7 +417,7 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         let key = TestKey::rsa("r1");
-        let keys = ClientKeys::from_jwks(&key.jwks()).unwrap();
+        let keys = PublicKeys::from_jwks(&key.jwks()).unwrap();
         for bad in ["", "x", "a.b.c", &"A".repeat(MAX_TOKEN_BYTES + 1)] {
             assert!(verify_client_assertion(bad, "bulk", &keys, None, TOKEN_URL, now()).is_err());
         }
@@ -396,8 +425,8 @@ mod tests {
 
     #[test]
     fn jwks_without_usable_keys_is_a_configuration_error() {
-        assert!(ClientKeys::from_jwks(r#"{"keys": []}"#).is_err());
-        assert!(ClientKeys::from_jwks(r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).is_err());
-        assert!(ClientKeys::from_jwks("not json").is_err());
+        assert!(PublicKeys::from_jwks(r#"{"keys": []}"#).is_err());
+        assert!(PublicKeys::from_jwks(r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).is_err());
+        assert!(PublicKeys::from_jwks("not json").is_err());
     }
 }

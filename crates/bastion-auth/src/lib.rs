@@ -4,7 +4,8 @@
 //!   grant rule (what was asked ∩ what the client may have ∩ what the user's roles allow);
 //! - [`keys`] and [`token`]: the server's RS256 signing key and the access, refresh and id
 //!   tokens it issues and validates;
-//! - [`assertion`]: `private_key_jwt` client assertions (RS384 / ES384);
+//! - [`assertion`]: `private_key_jwt` client assertions (RS384 / ES384) and public key sets;
+//! - [`external`]: access tokens of external identity providers (`[[trusted_issuers]]`);
 //! - [`pkce`]: S256 code challenges and verifiers;
 //! - [`secret`]: Argon2id passwords and constant-time client-secret comparison.
 //!
@@ -14,6 +15,7 @@
 
 pub mod assertion;
 mod error;
+pub mod external;
 pub mod keys;
 pub mod pkce;
 pub mod scope;

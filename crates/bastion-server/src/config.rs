@@ -161,6 +161,12 @@ pub struct TrustedIssuerConfig {
     pub issuer: String,
     pub audience: String,
     pub jwks_uri: Option<String>,
+    /// The claim holding the scopes (default `scope`; `scp` arrays are read as well).
+    pub scope_claim: Option<String>,
+    /// The claim holding the FHIR user reference (default `fhirUser`).
+    pub fhir_user_claim: Option<String>,
+    /// The claim holding the patient in context (default `patient`; `Patient/` is stripped).
+    pub patient_claim: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

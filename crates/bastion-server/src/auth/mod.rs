@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use bastion_auth::assertion::{ClientKeys, JWT_BEARER, verify_client_assertion};
+use bastion_auth::assertion::{JWT_BEARER, PublicKeys, verify_client_assertion};
 use bastion_auth::keys::SigningKey;
 use bastion_auth::token::{AccessClaims, LEEWAY_SECS, TokenIssuer};
 use bastion_auth::{AuthError, Ceiling, ScopeSet, secret};
@@ -36,6 +36,7 @@ mod authorize;
 mod lockout;
 mod pages;
 mod remote_jwks;
+mod trusted;
 
 pub use authorize::{authorize, consent, launch, login};
 
@@ -67,7 +68,7 @@ enum ClientKind {
 enum Credentials {
     None,
     Secret(String),
-    Keys(ClientKeys),
+    Keys(PublicKeys),
     /// Keys published at the client's `jwks_uri`.
     RemoteKeys(remote_jwks::RemoteJwks),
 }
@@ -112,7 +113,11 @@ fn client_from_config(c: &ClientConfig, config: &Config, http: &reqwest::Client)
         (_, Some(_), _, Some(_)) => return Err(err("give either a secret or jwks_uri, not both")),
         (_, None, None, Some(uri)) => {
             check_secure_url(uri).map_err(|reason| err(&format!("jwks_uri {uri}: {reason}")))?;
-            Credentials::RemoteKeys(remote_jwks::RemoteJwks::new(uri.clone(), http.clone()))
+            Credentials::RemoteKeys(remote_jwks::RemoteJwks::new(
+                uri.clone(),
+                bastion_auth::assertion::KeyProfile::ClientAssertion,
+                http.clone(),
+            ))
         }
         (_, secret, jwks, None) => credentials_inline(kind, secret, jwks).map_err(&err)?,
     };
@@ -141,7 +146,7 @@ fn credentials_inline(
             Ok(Credentials::Secret(s.clone()))
         }
         (_, None, Some(jwks)) => {
-            ClientKeys::from_jwks(jwks).map(Credentials::Keys).map_err(|_| "jwks is not a usable JWKS")
+            PublicKeys::from_jwks(jwks).map(Credentials::Keys).map_err(|_| "jwks is not a usable JWKS")
         }
         (ClientKind::Backend, Some(_), None) => {
             Err("a backend client authenticates with a signed assertion: give `jwks`")
@@ -279,6 +284,7 @@ pub struct AuthService {
     cache: ValidationCache,
     lockout: lockout::Lockout,
     dummy_password: String,
+    trusted: Vec<trusted::TrustedIssuer>,
 }
 
 /// A secret for a browser or client: 256 random bits, base64url.
@@ -395,8 +401,12 @@ impl AuthService {
                 return Err(format!("user {} is registered twice", u.username));
             }
         }
-        if !config.trusted_issuers.is_empty() {
-            return Err("[[trusted_issuers]] is not supported yet".into());
+        let mut trusted = Vec::new();
+        for t in &config.trusted_issuers {
+            if t.issuer == issuer.issuer {
+                return Err(format!("trusted issuer {}: that is this server's own issuer", t.issuer));
+            }
+            trusted.push(trusted::TrustedIssuer::from_config(t, &http)?);
         }
         Ok(AuthService {
             issuer,
@@ -410,6 +420,7 @@ impl AuthService {
             cache: ValidationCache { entries: Mutex::new(HashMap::new()) },
             lockout: lockout::Lockout::new(config.limits.failed_logins_before_lockout),
             dummy_password: DUMMY_PASSWORD.to_string(),
+            trusted,
         })
     }
 
@@ -756,7 +767,13 @@ impl AuthService {
         let claims = match self.cache.get(token, now) {
             Some(c) => c,
             None => {
-                let c = self.issuer.verify(token, now)?;
+                // A token names its issuer; only the verifier of that issuer may accept it.
+                let external = bastion_auth::external::unverified_issuer(token)
+                    .and_then(|iss| self.trusted.iter().find(|t| t.spec.issuer == iss));
+                let c = match external {
+                    Some(t) => t.verify(token, now).await?,
+                    None => self.issuer.verify(token, now)?,
+                };
                 self.cache.put(token, &c);
                 c
             }

@@ -1,4 +1,5 @@
-//! Public keys a client publishes at its registered `jwks_uri`, fetched when needed and kept
+//! Public keys published at a URL (a client's registered `jwks_uri`, or an external
+//! issuer's), fetched when needed and kept
 //! no longer than the response's `Cache-Control` allows (SMART: "the JWKS must not be cached
 //! longer than the client's Cache-Control allows").
 //!
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bastion_auth::AuthError;
-use bastion_auth::assertion::ClientKeys;
+use bastion_auth::assertion::{KeyProfile, PublicKeys};
 use tokio::sync::Mutex;
 
 const DEFAULT_CACHE_SECS: i64 = 300;
@@ -24,13 +25,14 @@ pub(super) const REFETCH_INTERVAL_SECS: i64 = 2;
 const MAX_JWKS_BYTES: usize = 64 * 1024;
 
 struct Cached {
-    keys: Arc<ClientKeys>,
+    keys: Arc<PublicKeys>,
     fresh_until: i64,
     fetched_at: i64,
 }
 
 pub(super) struct RemoteJwks {
     pub url: String,
+    profile: KeyProfile,
     http: reqwest::Client,
     cached: Mutex<Option<Cached>>,
 }
@@ -51,12 +53,12 @@ pub(super) fn cache_lifetime(cache_control: Option<&str>) -> i64 {
 }
 
 impl RemoteJwks {
-    pub fn new(url: String, http: reqwest::Client) -> RemoteJwks {
-        RemoteJwks { url, http, cached: Mutex::new(None) }
+    pub fn new(url: String, profile: KeyProfile, http: reqwest::Client) -> RemoteJwks {
+        RemoteJwks { url, profile, http, cached: Mutex::new(None) }
     }
 
     /// The client's keys, for an assertion naming `kid`.
-    pub async fn keys(&self, kid: Option<&str>, now: i64) -> Result<Arc<ClientKeys>, AuthError> {
+    pub async fn keys(&self, kid: Option<&str>, now: i64) -> Result<Arc<PublicKeys>, AuthError> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref() {
             let knows_kid = kid.is_none_or(|k| c.keys.has_kid(k));
@@ -78,7 +80,7 @@ impl RemoteJwks {
         }
     }
 
-    async fn fetch(&self) -> Result<(ClientKeys, i64), AuthError> {
+    async fn fetch(&self) -> Result<(PublicKeys, i64), AuthError> {
         let response = self
             .http
             .get(&self.url)
@@ -104,7 +106,7 @@ impl RemoteJwks {
             }
         }
         let text = std::str::from_utf8(&body).map_err(|_| AuthError::JwksUnavailable)?;
-        let keys = ClientKeys::from_jwks(text).map_err(|_| AuthError::JwksUnavailable)?;
+        let keys = PublicKeys::from_jwks_for(text, self.profile).map_err(|_| AuthError::JwksUnavailable)?;
         Ok((keys, lifetime))
     }
 }
