@@ -15,6 +15,8 @@ pub struct Req {
     pub method: reqwest::Method,
     pub url: String,
     pub body: Option<String>,
+    /// The body is a form (the token endpoint), not FHIR JSON.
+    pub form: bool,
 }
 
 /// Builds the `n`-th request of a worker.
@@ -142,7 +144,8 @@ pub async fn run_with(client: &reqwest::Client, make: MakeReq, opts: &Options) -
                 assert_loopback(&r.url);
                 let mut b = client.request(r.method, &r.url);
                 if let Some(body) = r.body {
-                    b = b.header("Content-Type", "application/fhir+json").body(body);
+                    let ct = if r.form { "application/x-www-form-urlencoded" } else { "application/fhir+json" };
+                    b = b.header("Content-Type", ct).body(body);
                 }
                 let t = Instant::now();
                 let (ok, got) = match b.send().await {

@@ -271,6 +271,7 @@ async fn bench_backend(
             method: reqwest::Method::GET,
             url: format!("{b}/Patient/{}", i[((w * 7919 + n * 104_729) % i.len() as u64) as usize]),
             body: None,
+            form: false,
         }),
         connections,
         warm,
@@ -285,6 +286,7 @@ async fn bench_backend(
             method: reqwest::Method::POST,
             url: format!("{b}/Patient"),
             body: Some(json!({"resourceType": "Patient", "name": [{"family": format!("Load{w}"), "given": [format!("N{n}")]}], "gender": "other"}).to_string()),
+            form: false,
         }),
         connections,
         warm,
@@ -303,6 +305,7 @@ async fn bench_backend(
                 method: reqwest::Method::PUT,
                 url: format!("{b}/Patient/{id}"),
                 body: Some(json!({"resourceType": "Patient", "id": id, "gender": if n % 2 == 0 { "female" } else { "male" }, "active": true}).to_string()),
+                form: false,
             }
         }),
         connections,
@@ -320,6 +323,7 @@ async fn bench_backend(
                 method: reqwest::Method::GET,
                 url: format!("{b}/{}", t.replace("{p}", &i[((w * 7919 + n * 104_729) % i.len() as u64) as usize])),
                 body: None,
+                form: false,
             }),
             4,
             Duration::from_secs(1),
@@ -416,7 +420,7 @@ async fn run(
     let url = format!("{}/fhir/Patient/p1", base_srv.root);
     let baseline = load::run(
         &client,
-        Arc::new(move |_, _| load::Req { method: reqwest::Method::GET, url: url.clone(), body: None }),
+        Arc::new(move |_, _| load::Req { method: reqwest::Method::GET, url: url.clone(), body: None, form: false }),
         connections,
         Duration::from_secs(2),
         Duration::from_secs(seconds),

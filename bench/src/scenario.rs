@@ -1,6 +1,7 @@
 //! `bastion-bench load`: the load tool on its own, against any FHIR base URL on loopback.
 //!
 //! Scenarios: `read` (GET Patient/{id} over a list of ids), `create` (POST Patient),
+//! `token` (client_credentials grants at the token endpoint, with `--client ID:SECRET`),
 //! `update` (PUT Patient/{id}, each connection on its own slice of ids, so no two
 //! connections write the same resource) and `transaction` (POST transaction Bundles, reporting
 //! resources/s as well). The same code measures every scenario of `bastion-bench run`.
@@ -20,6 +21,7 @@ pub enum Scenario {
     Create,
     Update,
     Transaction,
+    Token,
 }
 
 #[derive(clap::Args, Debug)]
@@ -53,6 +55,9 @@ pub struct LoadArgs {
     /// Bearer token sent with every request (Bastion answers the FHIR API only with one).
     #[arg(long)]
     pub token: Option<String>,
+    /// `ID:SECRET` of a confidential client, for the `token` scenario (HTTP Basic).
+    #[arg(long)]
+    pub client: Option<String>,
     /// Directory of transaction Bundles (`bastion-bench gen --format transaction`); without it,
     /// Bundles are generated in memory from --patients/--seed/--per-bundle.
     #[arg(long)]
@@ -150,6 +155,14 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
             format!("Bearer {t}").parse().map_err(|_| "--token is not a valid header value".to_string())?,
         );
     }
+    if let Some(c) = &a.client {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(c);
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Basic {basic}").parse().map_err(|_| "--client is not a valid header value".to_string())?,
+        );
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.connections as usize)
         .timeout(Duration::from_secs(60))
@@ -180,6 +193,7 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
                     method: reqwest::Method::GET,
                     url: format!("{b}/Patient/{}", ids[spread(w, n, ids.len())]),
                     body: None,
+                    form: false,
                 })
             } else {
                 Arc::new(move |w, n| {
@@ -188,9 +202,22 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
                         method: reqwest::Method::PUT,
                         url: format!("{b}/Patient/{id}"),
                         body: Some(updated_patient(id, n)),
+                        form: false,
                     }
                 })
             }
+        }
+        Scenario::Token => {
+            if a.client.is_none() {
+                return Err("the token scenario needs --client ID:SECRET".into());
+            }
+            let url = format!("{}/auth/token", base.strip_suffix("/fhir").unwrap_or(&base));
+            Arc::new(move |_, _| load::Req {
+                method: reqwest::Method::POST,
+                url: url.clone(),
+                body: Some("grant_type=client_credentials&scope=system%2F%2A.rs".into()),
+                form: true,
+            })
         }
         Scenario::Create => {
             let b = base.clone();
@@ -198,6 +225,7 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
                 method: reqwest::Method::POST,
                 url: format!("{b}/Patient"),
                 body: Some(new_patient(w, n)),
+                form: false,
             })
         }
         Scenario::Transaction => {
@@ -215,7 +243,7 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
             // their entries are POSTs, so a second round only adds data.
             Arc::new(move |_, _| {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize % bundles.len();
-                load::Req { method: reqwest::Method::POST, url: b.clone(), body: Some(bundles[i].clone()) }
+                load::Req { method: reqwest::Method::POST, url: b.clone(), body: Some(bundles[i].clone()), form: false }
             })
         }
     };

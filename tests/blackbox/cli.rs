@@ -95,6 +95,44 @@ async fn serve_demo_loads_demo_data_and_prints_tips() {
     assert_eq!(obs["total"], 3);
     let labelled = body(srv.get("Observation/demo-bob-hiv").await).await;
     assert_eq!(labelled["meta"]["security"][0]["code"], "R");
+    // The demo users: alice signs in to the demo app and reads her own record.
+    let password = srv
+        .stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.split("password for this run: ").nth(1).map(|r| r.split(')').next().unwrap().to_string()))
+        .expect("the demo prints the users' password");
+    let mut a = crate::smart::Authorize::new(&srv, "launch/patient openid fhirUser patient/*.rs");
+    a.client = "demo-app".into();
+    a.redirect = "http://localhost:9000/callback".into();
+    let mut b = crate::smart::Browser::authorize(&srv, &a).await;
+    b.login("alice", &password).await;
+    b.decide("approve").await;
+    let code = b.redirect_params()["code"].clone();
+    let form = crate::smart::encode(&[
+        ("grant_type".into(), "authorization_code".into()),
+        ("code".into(), code),
+        ("redirect_uri".into(), a.redirect.clone()),
+        ("client_id".into(), a.client.clone()),
+        ("code_verifier".into(), crate::smart::VERIFIER.into()),
+    ]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/auth/token", srv.root))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["patient"], "demo-alice");
+    let me = reqwest::Client::new()
+        .get(srv.url("Patient/demo-alice"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
 }
 
 #[test]

@@ -20,7 +20,7 @@ const CONFIDENTIAL_REDIRECT: &str = "https://review.example/cb";
 const EHR: &str = "ehr-frontend";
 const EHR_REDIRECT: &str = "http://127.0.0.1:7000/ehr";
 pub const PASSWORD: &str = "correct horse battery staple";
-const VERIFIER: &str = "a-verifier-of-more-than-forty-three-characters-0123456789";
+pub const VERIFIER: &str = "a-verifier-of-more-than-forty-three-characters-0123456789";
 const LOCKOUT_AFTER: u32 = 3;
 
 fn password_hash() -> &'static str {

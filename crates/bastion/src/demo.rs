@@ -50,6 +50,7 @@ fn demo_resources() -> Vec<Value> {
         out.push(observation(&format!("{id}-hr"), id, "8867-4", "Heart rate", 72.0, "/min", None));
         out.push(observation(&format!("{id}-bw"), id, "29463-7", "Body weight", 70.5, "kg", None));
     }
+    out.push(json!({"resourceType": "Practitioner", "id": "demo-dr", "name": [{"family": "Demo", "given": ["Dana"]}]}));
     // Labelled records, for the privacy features: restricted and psychiatry-sensitive.
     out.push(observation(
         "demo-alice-phq9",
@@ -112,6 +113,72 @@ pub fn add_demo_client(config: &mut bastion_server::Config) -> Result<String, St
         });
     }
     Ok(secret)
+}
+
+/// The demo's app and users: a public SMART app `demo-app` (redirect
+/// `http://localhost:9000/callback`), a clinician `dr-demo` and the patient `alice`, both with
+/// one password made for this run. Returns the password.
+pub const DEMO_APP: &str = "demo-app";
+
+pub fn add_demo_users(config: &mut bastion_server::Config) -> Result<String, String> {
+    let mut bytes = [0u8; 9];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    let password = hex::encode(bytes);
+    let hash = bastion_auth::secret::hash_password(&password).map_err(|e| e.to_string())?;
+    if !config.clients.iter().any(|c| c.id == DEMO_APP) {
+        config.clients.push(bastion_server::config::ClientConfig {
+            id: DEMO_APP.into(),
+            kind: "public".into(),
+            redirect_uris: vec!["http://localhost:9000/callback".into()],
+            scopes: "launch launch/patient launch/encounter openid fhirUser offline_access online_access patient/*.rs user/*.rs"
+                .into(),
+            secret: None,
+            jwks: None,
+            jwks_uri: None,
+            purposes: Vec::new(),
+            roles: Vec::new(),
+            clearance: None,
+        });
+    }
+    for (name, permissions) in
+        [("demo-clinician", vec!["user/*.cruds", "patient/*.cruds"]), ("demo-patient", vec!["patient/*.rs"])]
+    {
+        if !config.roles.iter().any(|r| r.name == name) {
+            config.roles.push(bastion_server::config::RoleConfig {
+                name: name.into(),
+                permissions: permissions.into_iter().map(str::to_string).collect(),
+                sensitivity: Vec::new(),
+                label_admin: false,
+            });
+        }
+    }
+    for (username, fhir_user, role) in
+        [("dr-demo", "Practitioner/demo-dr", "demo-clinician"), ("alice", "Patient/demo-alice", "demo-patient")]
+    {
+        if !config.users.iter().any(|u| u.username == username) {
+            config.users.push(bastion_server::config::UserConfig {
+                username: username.into(),
+                password: hash.clone(),
+                fhir_user: Some(fhir_user.into()),
+                roles: vec![role.into()],
+                organization: None,
+                clearance: None,
+                purposes: Vec::new(),
+                break_glass: false,
+            });
+        }
+    }
+    Ok(password)
+}
+
+pub fn print_users(public_url: &str, password: &str) {
+    let public_url = public_url.trim_end_matches('/');
+    println!();
+    println!("Demo users (password for this run: {password}): dr-demo (a clinician), alice (the patient demo-alice).");
+    println!(
+        "A SMART app registered as {DEMO_APP} (public, redirect http://localhost:9000/callback) can sign them in at"
+    );
+    println!("  {public_url}/auth/authorize  (see the README, \"Apps and users\")");
 }
 
 pub fn print_tips(base: &str, public_url: &str, secret: &str) {

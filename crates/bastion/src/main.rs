@@ -71,6 +71,7 @@ async fn serve(mut config: Config, demo: bool) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let demo_secret = if demo { Some(demo::add_demo_client(&mut config)?) } else { None };
+    let demo_password = if demo { Some(demo::add_demo_users(&mut config)?) } else { None };
     if config.auth.disabled {
         for _ in 0..3 {
             tracing::warn!(
@@ -93,6 +94,9 @@ async fn serve(mut config: Config, demo: bool) -> Result<(), String> {
     println!("Storage:   {} ({})", redact_url(&config.storage.url), engine.store.backend());
     if let Some(secret) = &demo_secret {
         demo::print_tips(&engine.base, &public_url, secret);
+    }
+    if let Some(password) = &demo_password {
+        demo::print_users(&public_url, password);
     }
     // The client address feeds the per-address sign-in lockout.
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
