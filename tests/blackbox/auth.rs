@@ -35,6 +35,7 @@ fn claims(srv: &Server) -> AccessClaims {
         patient: None,
         encounter: None,
         fhir_user: None,
+        purpose_of_use: None,
         family: None,
     }
 }

@@ -60,6 +60,8 @@ username = "dr-smith"
 password = "{hash}"
 fhir_user = "Practitioner/dr-smith"
 roles = ["clinician"]
+purposes = ["TREAT", "ETREAT"]
+break_glass = true
 
 [[users]]
 username = "ann"
@@ -187,6 +189,8 @@ pub struct Authorize {
     pub method: String,
     pub aud: Option<String>,
     pub launch: Option<String>,
+    /// More parameters (e.g. `purpose_of_use`).
+    pub extra: Vec<(String, String)>,
 }
 
 impl Authorize {
@@ -200,6 +204,7 @@ impl Authorize {
             method: "S256".into(),
             aud: Some(srv.base.clone()),
             launch: None,
+            extra: Vec::new(),
         }
     }
 
@@ -219,6 +224,7 @@ impl Authorize {
         if let Some(l) = &self.launch {
             p.push(("launch".into(), l.clone()));
         }
+        p.extend(self.extra.iter().cloned());
         encode(&p)
     }
 }
@@ -1044,4 +1050,74 @@ smart_backends!(discovery_lists_every_capability_the_server_has, |srv| {
         .collect();
     assert_eq!(uris["authorize"], smart["authorization_endpoint"].as_str().unwrap());
     assert_eq!(uris["token"], smart["token_endpoint"].as_str().unwrap());
+});
+
+// ---- purpose of use ------------------------------------------------------------------------
+
+async fn introspect(srv: &Server, token: &str) -> Value {
+    srv.anonymous()
+        .post(format!("{}/auth/introspect", srv.root))
+        .bearer_auth(token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(encode(&owned(&[("token", token)])))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn with_purpose(srv: &Server, user: &str, purpose: &str) -> Browser {
+    let mut a = Authorize::new(srv, "launch/patient patient/*.rs");
+    a.extra.push(("purpose_of_use".into(), purpose.into()));
+    let mut b = Browser::authorize(srv, &a).await;
+    b.login(user, PASSWORD).await;
+    b
+}
+
+smart_backends!(purpose_of_use_defaults_to_treat, |srv| {
+    let t = tokens_for(&srv, "launch/patient patient/*.rs", "ann").await;
+    assert_eq!(introspect(&srv, t["access_token"].as_str().unwrap()).await["purpose_of_use"], "TREAT");
+});
+
+smart_backends!(allowed_purpose_of_use_is_carried_by_the_token_and_its_refresh, |srv| {
+    let mut a = Authorize::new(&srv, "launch/patient offline_access patient/*.rs");
+    a.extra.push(("purpose_of_use".into(), "ETREAT".into()));
+    let mut b = Browser::authorize(&srv, &a).await;
+    b.login("dr-smith", PASSWORD).await;
+    b.decide("approve").await;
+    let t: Value = exchange(&srv, &b.redirect_params()["code"], &[]).await.json().await.unwrap();
+    assert_eq!(introspect(&srv, t["access_token"].as_str().unwrap()).await["purpose_of_use"], "ETREAT");
+    let n: Value = refresh(&srv, t["refresh_token"].as_str().unwrap(), None, APP).await.json().await.unwrap();
+    assert_eq!(introspect(&srv, n["access_token"].as_str().unwrap()).await["purpose_of_use"], "ETREAT");
+});
+
+smart_backends!(purpose_of_use_the_user_may_not_assert_is_access_denied, |srv| {
+    let b = with_purpose(&srv, "ann", "ETREAT").await;
+    assert_eq!(b.redirect_params()["error"], "access_denied");
+});
+
+smart_backends!(break_the_glass_without_the_right_is_access_denied, |srv| {
+    let b = with_purpose(&srv, "ann", "BTG").await;
+    assert_eq!(b.redirect_params()["error"], "access_denied");
+    // a user with break_glass = true gets it
+    let mut b = with_purpose(&srv, "dr-smith", "BTG").await;
+    assert!(b.form().has_decision);
+    b.decide("approve").await;
+    let t: Value = exchange(&srv, &b.redirect_params()["code"], &[]).await.json().await.unwrap();
+    assert_eq!(introspect(&srv, t["access_token"].as_str().unwrap()).await["purpose_of_use"], "BTG");
+});
+
+smart_backends!(unknown_purpose_of_use_is_access_denied, |srv| {
+    let b = with_purpose(&srv, "dr-smith", "EVERYTHING").await;
+    assert_eq!(b.redirect_params()["error"], "access_denied");
+});
+
+smart_backends!(backend_purpose_of_use_beyond_the_client_is_refused, |srv| {
+    let form = owned(&[("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("purpose_of_use", "HRESCH")]);
+    oauth_error(token_post(&srv, &form, Some((ADMIN_CLIENT, ADMIN_SECRET))).await, &[400], "invalid_request").await;
+    let form = owned(&[("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("purpose_of_use", "TREAT")]);
+    let t: Value = token_post(&srv, &form, Some((ADMIN_CLIENT, ADMIN_SECRET))).await.json().await.unwrap();
+    assert_eq!(introspect(&srv, t["access_token"].as_str().unwrap()).await["purpose_of_use"], "TREAT");
 });

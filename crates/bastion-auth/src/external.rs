@@ -110,6 +110,7 @@ pub fn verify_external(
         patient,
         encounter: text(&claims, "encounter"),
         fhir_user: text(&claims, &issuer.mapping.fhir_user),
+        purpose_of_use: None,
         family: None,
     })
 }

@@ -7,6 +7,7 @@
 //! - [`assertion`]: `private_key_jwt` client assertions (RS384 / ES384) and public key sets;
 //! - [`external`]: access tokens of external identity providers (`[[trusted_issuers]]`);
 //! - [`pkce`]: S256 code challenges and verifiers;
+//! - [`purpose`]: which purpose of use a token may carry;
 //! - [`secret`]: Argon2id passwords and constant-time client-secret comparison.
 //!
 //! No I/O except reading and writing the key file: state that must be shared by every node
@@ -18,6 +19,7 @@ mod error;
 pub mod external;
 pub mod keys;
 pub mod pkce;
+pub mod purpose;
 pub mod scope;
 pub mod secret;
 pub mod token;

@@ -41,6 +41,9 @@ pub struct AccessClaims {
     pub encounter: Option<String>,
     #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
+    /// The purpose of use granted (v3-ActReason); absent on tokens of external issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_of_use: Option<String>,
     /// The grant this token was derived from (an authorization code and every refresh
     /// after it): revoking the family revokes it. Present on every token issued to a user;
     /// absent on backend (`client_credentials`) tokens.
@@ -68,6 +71,8 @@ pub struct RefreshClaims {
     pub encounter: Option<String>,
     #[serde(rename = "fhirUser", default, skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_of_use: Option<String>,
     pub family: String,
 }
 
@@ -210,6 +215,7 @@ mod tests {
             patient: Some("p1".into()),
             encounter: None,
             fhir_user: Some("Practitioner/dr".into()),
+            purpose_of_use: None,
             family: None,
         }
     }
@@ -301,6 +307,7 @@ mod tests {
             patient: Some("p1".into()),
             encounter: None,
             fhir_user: None,
+            purpose_of_use: None,
             family: "f1".into(),
         }
     }

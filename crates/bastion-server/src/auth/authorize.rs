@@ -63,6 +63,8 @@ pub(super) struct AuthorizationRequest {
     pub code_challenge: String,
     pub nonce: Option<String>,
     pub launch: Option<LaunchContext>,
+    /// `purpose_of_use` as asked (checked once the user is known).
+    pub purpose_of_use: Option<String>,
 }
 
 /// Between the authorization request and the code: who the browser is, and who signed in.
@@ -92,6 +94,7 @@ pub(super) struct CodeGrant {
     /// revokes it.
     pub family: String,
     pub ehr_launch: bool,
+    pub purpose_of_use: String,
 }
 
 /// How an authorization request fails.
@@ -247,6 +250,7 @@ impl AuthService {
             code_challenge: challenge.unwrap_or_default().to_string(),
             nonce: p.get("nonce").cloned(),
             launch,
+            purpose_of_use: p.get("purpose_of_use").cloned(),
         })
     }
 
@@ -561,6 +565,14 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
             description: "the launch was registered by another user",
         });
     }
+    if bastion_auth::purpose::grant(request.purpose_of_use.as_deref(), &user.purposes, user.break_glass).is_err() {
+        return fail(Failure::Redirect {
+            redirect_uri: request.redirect_uri.clone(),
+            state: request.state.clone(),
+            error: "access_denied",
+            description: "this user may not assert the requested purpose of use",
+        });
+    }
     match auth.use_pending("login", &form).await {
         Ok(true) => {}
         Ok(false) => {
@@ -687,6 +699,11 @@ pub async fn consent(State(auth): State<Arc<AuthService>>, request: Request) -> 
     if !scope.iter().any(|s| matches!(s, Scope::Resource(_))) {
         return back("invalid_scope", "no access to data was granted");
     }
+    let Ok(purpose_of_use) =
+        bastion_auth::purpose::grant(request.purpose_of_use.as_deref(), &user.purposes, user.break_glass)
+    else {
+        return back("access_denied", "this user may not assert the requested purpose of use");
+    };
     let code = random_token();
     let now = now();
     let grant = CodeGrant {
@@ -700,6 +717,7 @@ pub async fn consent(State(auth): State<Arc<AuthService>>, request: Request) -> 
         encounter: request.launch.as_ref().and_then(|l| l.encounter.clone()),
         family: uuid::Uuid::new_v4().to_string(),
         ehr_launch: request.launch.is_some(),
+        purpose_of_use,
     };
     let stored = Grant {
         id: digest(&code),

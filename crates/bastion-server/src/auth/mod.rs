@@ -52,6 +52,10 @@ pub struct Principal {
     /// The granted scopes.
     pub scopes: ScopeSet,
     pub token_id: String,
+    /// The roles (`[[roles]]` names) of the user or backend client; none for external tokens.
+    pub roles: Vec<String>,
+    /// The purpose of use the token was granted (v3-ActReason; `TREAT` by default).
+    pub purpose_of_use: String,
     /// The signed-in user (`[[users]]` username) for tokens from the authorization-code flow;
     /// `None` for a backend client acting for itself.
     pub user: Option<String>,
@@ -82,6 +86,9 @@ struct Client {
     scopes: ScopeSet,
     /// The union of its roles' permissions, when it has roles.
     role_permissions: Option<ScopeSet>,
+    roles: Vec<String>,
+    /// Purposes of use it may assert for itself (backend).
+    purposes: Vec<String>,
 }
 
 /// Why the start-up configuration of clients is unusable.
@@ -128,7 +135,16 @@ fn client_from_config(c: &ClientConfig, config: &Config, http: &reqwest::Client)
     }
     let role_permissions =
         if c.roles.is_empty() { None } else { Some(role_permissions(&c.roles, config).map_err(|r| err(&r))?) };
-    Ok(Client { id: c.id.clone(), kind, redirect_uris: c.redirect_uris.clone(), credentials, scopes, role_permissions })
+    Ok(Client {
+        id: c.id.clone(),
+        kind,
+        redirect_uris: c.redirect_uris.clone(),
+        credentials,
+        scopes,
+        role_permissions,
+        roles: c.roles.clone(),
+        purposes: c.purposes.clone(),
+    })
 }
 
 /// Credentials given inline: a secret for a confidential client, or public keys.
@@ -207,6 +223,9 @@ pub(crate) struct User {
     fhir_user: Option<String>,
     /// The union of the user's role permissions: the most any of their tokens may carry.
     role_permissions: ScopeSet,
+    roles: Vec<String>,
+    purposes: Vec<String>,
+    break_glass: bool,
 }
 
 impl User {
@@ -237,6 +256,9 @@ fn user_from_config(u: &UserConfig, config: &Config) -> Result<User, String> {
         password: u.password.clone(),
         fhir_user: u.fhir_user.clone(),
         role_permissions: role_permissions(&u.roles, config).map_err(err)?,
+        roles: u.roles.clone(),
+        purposes: u.purposes.clone(),
+        break_glass: u.break_glass,
     })
 }
 
@@ -310,6 +332,7 @@ struct UserGrant<'a> {
     family: String,
     nonce: Option<String>,
     ehr_launch: bool,
+    purpose_of_use: String,
 }
 
 /// The store failed underneath an auth decision: a server error, never a grant.
@@ -538,6 +561,9 @@ impl AuthService {
         if scopes.is_empty() {
             return Err(AuthError::InvalidScope);
         }
+        let purpose =
+            bastion_auth::purpose::grant(form.get("purpose_of_use").map(String::as_str), &client.purposes, false)
+                .map_err(|_| AuthError::InvalidRequest("purpose_of_use is not allowed for this client"))?;
         let now = now();
         let claims = AccessClaims {
             iss: self.issuer.issuer.clone(),
@@ -551,6 +577,7 @@ impl AuthService {
             patient: None,
             encounter: None,
             fhir_user: None,
+            purpose_of_use: Some(purpose),
             family: None,
         };
         let token = self.issuer.issue(&claims)?;
@@ -604,6 +631,7 @@ impl AuthService {
                 family: grant.family,
                 nonce: grant.nonce,
                 ehr_launch: grant.ehr_launch,
+                purpose_of_use: grant.purpose_of_use,
             },
         )
     }
@@ -650,6 +678,10 @@ impl AuthService {
         };
         let user = self.users.get(&claims.sub).ok_or(AuthError::InvalidGrant("the user is no longer registered"))?;
         let ehr_launch = original.contains(&bastion_auth::Scope::Launch);
+        // The user may have lost the right to this purpose since.
+        let purpose_of_use =
+            bastion_auth::purpose::grant(claims.purpose_of_use.as_deref(), &user.purposes, user.break_glass)
+                .map_err(|_| AuthError::InvalidGrant("the purpose of use is no longer allowed"))?;
         let scope = self.grantable(&requested.to_string(), &client.id, user, ehr_launch);
         if scope.is_empty() {
             return Err(AuthError::InvalidScope);
@@ -665,6 +697,7 @@ impl AuthService {
                 family: claims.family,
                 nonce: None,
                 ehr_launch,
+                purpose_of_use,
             },
         )
     }
@@ -687,6 +720,7 @@ impl AuthService {
             patient: g.patient.clone(),
             encounter: g.encounter.clone(),
             fhir_user: g.user.fhir_user.clone(),
+            purpose_of_use: Some(g.purpose_of_use.clone()),
             family: Some(g.family.clone()),
         };
         let mut out = json!({
@@ -724,6 +758,7 @@ impl AuthService {
                 patient: g.patient.clone(),
                 encounter: g.encounter.clone(),
                 fhir_user: g.user.fhir_user.clone(),
+                purpose_of_use: Some(g.purpose_of_use.clone()),
                 family: g.family.clone(),
             };
             out["refresh_token"] = json!(self.issuer.issue_refresh(&refresh)?);
@@ -783,6 +818,16 @@ impl AuthService {
         }
         let (scopes, _) = ScopeSet::parse(&claims.scope);
         let user = claims.family.is_some().then(|| claims.sub.clone());
+        // Roles as configured now, so that a role taken away applies to live tokens too.
+        let roles = match &user {
+            Some(u) => self.users.get(u).map(|u| u.roles.clone()).unwrap_or_default(),
+            None if claims.iss == self.issuer.issuer => {
+                self.clients.get(&claims.client_id).map(|c| c.roles.clone()).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let purpose_of_use =
+            claims.purpose_of_use.clone().unwrap_or_else(|| bastion_auth::purpose::DEFAULT.to_string());
         Ok(Principal {
             subject: claims.sub,
             client_id: claims.client_id,
@@ -791,6 +836,8 @@ impl AuthService {
             encounter: claims.encounter,
             scopes,
             token_id: claims.jti,
+            roles,
+            purpose_of_use,
             user,
         })
     }
@@ -820,8 +867,12 @@ impl AuthService {
             "active": true, "token_type": "Bearer", "scope": claims.scope, "client_id": claims.client_id,
             "sub": claims.sub, "iss": claims.iss, "aud": claims.aud, "exp": claims.exp, "iat": claims.iat,
         });
-        for (k, v) in [("patient", &claims.patient), ("encounter", &claims.encounter), ("fhirUser", &claims.fhir_user)]
-        {
+        for (k, v) in [
+            ("patient", &claims.patient),
+            ("encounter", &claims.encounter),
+            ("fhirUser", &claims.fhir_user),
+            ("purpose_of_use", &claims.purpose_of_use),
+        ] {
             if let Some(v) = v {
                 out[k] = json!(v);
             }
