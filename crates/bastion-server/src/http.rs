@@ -298,7 +298,7 @@ async fn caller(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Opt
     match state.auth.authenticate(token).await {
         Ok(p) => Ok(Some(p)),
         Err(e) => {
-            tracing::info!(check = %e, "bearer token refused");
+            state.auth.record(crate::auth::events::SecurityEvent::BearerRefused { check: e.to_string() });
             Err(ApiError::Unauthorized)
         }
     }

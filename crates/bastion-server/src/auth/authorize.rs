@@ -31,6 +31,7 @@ use bastion_store::{Grant, GrantUse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::events::SecurityEvent;
 use super::lockout::Key;
 use super::pages::{self, ConsentPage, ScopeChoice, html_response};
 use super::{AuthService, ClientKind, digest, now, random_token, store_error};
@@ -518,7 +519,7 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
     let client = auth.client_name(&pending.request).to_string();
     let request_id = form.get("request").cloned().unwrap_or_default();
     if let Err(wait) = auth.lockout.check(&keys, now()) {
-        tracing::warn!(event = "login-locked", "sign-in refused: too many failures for this user or address");
+        auth.record(SecurityEvent::LoginLocked { user: username.clone(), address });
         let mut r = html_response(
             StatusCode::TOO_MANY_REQUESTS,
             pages::login(&client, &request_id, &pending.csrf, Some("Too many failed sign-ins. Try again later.")),
@@ -545,7 +546,7 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
     };
     let Some(user) = user.filter(|_| verified) else {
         auth.lockout.record_failure(&keys, now());
-        tracing::info!(event = "login-failure", "sign-in failed");
+        auth.record(SecurityEvent::LoginFailed { user: username.clone(), client: client.clone(), address });
         return html_response(
             StatusCode::UNAUTHORIZED,
             pages::login(&client, &request_id, &pending.csrf, Some("The username or password is wrong.")),
@@ -584,7 +585,11 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
         }
         Err(_) => return server_error_page(),
     }
-    tracing::info!(event = "login-success", user = %user.username, client = %request.client_id, "signed in");
+    auth.record(SecurityEvent::LoginSucceeded {
+        user: user.username.clone(),
+        client: request.client_id.clone(),
+        address,
+    });
     let choices = auth.consent_choices(&request, &user);
     let grantable = auth.grantable(&request.scope, &request.client_id, &user, request.launch.is_some());
     let launch_patient = request.launch.as_ref().and_then(|l| l.patient.clone());
@@ -662,7 +667,10 @@ pub async fn consent(State(auth): State<Arc<AuthService>>, request: Request) -> 
         })
     };
     if form.get("decision").map(String::as_str) != Some("approve") {
-        tracing::info!(event = "consent-denied", client = %request.client_id, "the user denied access");
+        auth.record(SecurityEvent::ConsentDenied {
+            user: pending.user.clone().unwrap_or_default(),
+            client: request.client_id.clone(),
+        });
         return back("access_denied", "the user denied access");
     }
     let Some(user) = pending.user.as_ref().and_then(|u| auth.users.get(u)).cloned() else {
@@ -738,7 +746,11 @@ pub async fn consent(State(auth): State<Arc<AuthService>>, request: Request) -> 
     if put.await.is_err() {
         return back("server_error", "the server could not complete the request");
     }
-    tracing::info!(event = "consent-approved", client = %request.client_id, user = %user.username, "authorization code issued");
+    auth.record(SecurityEvent::ConsentApproved {
+        user: user.username.clone(),
+        client: request.client_id.clone(),
+        scope: grant.scope.clone(),
+    });
     let mut params = vec![("code", code.as_str())];
     if let Some(s) = request.state.as_deref() {
         params.push(("state", s));
@@ -770,7 +782,10 @@ pub async fn launch(State(auth): State<Arc<AuthService>>, headers: HeaderMap, bo
     let principal = match bearer {
         Some(t) => match auth.authenticate(t).await {
             Ok(p) => p,
-            Err(_) => return error(StatusCode::UNAUTHORIZED, "invalid_token", "a valid user token is required"),
+            Err(e) => {
+                auth.record(SecurityEvent::BearerRefused { check: e.to_string() });
+                return error(StatusCode::UNAUTHORIZED, "invalid_token", "a valid user token is required");
+            }
         },
         None => return error(StatusCode::UNAUTHORIZED, "invalid_token", "a valid user token is required"),
     };
@@ -823,7 +838,11 @@ pub async fn launch(State(auth): State<Arc<AuthService>>, headers: HeaderMap, bo
     if put.await.is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the server could not complete the request");
     }
-    tracing::info!(event = "launch-registered", user = %context.user, "EHR launch context registered");
+    auth.record(SecurityEvent::LaunchRegistered {
+        user: context.user.clone(),
+        patient: context.patient.clone(),
+        encounter: context.encounter.clone(),
+    });
     super::json_reply(json!({"launch": id}))
 }
 

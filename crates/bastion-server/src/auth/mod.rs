@@ -33,12 +33,14 @@ use serde_json::{Value, json};
 use crate::config::{ClientConfig, Config, UserConfig};
 
 mod authorize;
+pub mod events;
 mod lockout;
 mod pages;
 mod remote_jwks;
 mod trusted;
 
 pub use authorize::{authorize, consent, launch, login};
+use events::{Grant, SecurityEvent, SecurityEventSink};
 
 /// Who is calling, as the layers below see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +309,7 @@ pub struct AuthService {
     lockout: lockout::Lockout,
     dummy_password: String,
     trusted: Vec<trusted::TrustedIssuer>,
+    events: Arc<dyn SecurityEventSink>,
 }
 
 /// A secret for a browser or client: 256 random bits, base64url.
@@ -333,6 +336,7 @@ struct UserGrant<'a> {
     nonce: Option<String>,
     ehr_launch: bool,
     purpose_of_use: String,
+    grant: Grant,
 }
 
 /// The store failed underneath an auth decision: a server error, never a grant.
@@ -347,7 +351,6 @@ fn now() -> i64 {
 /// A token-endpoint style error: `{"error": ..., "error_description": ...}`.
 fn oauth_error(e: &AuthError) -> Response {
     let (code, status) = e.oauth_error();
-    tracing::info!(check = %e, "token request refused");
     let description = match code {
         "invalid_client" => "client authentication failed",
         "unsupported_grant_type" => "this grant type is not supported",
@@ -444,7 +447,18 @@ impl AuthService {
             lockout: lockout::Lockout::new(config.limits.failed_logins_before_lockout),
             dummy_password: DUMMY_PASSWORD.to_string(),
             trusted,
+            events: Arc::new(events::LogSink),
         })
+    }
+
+    /// Sends security events to `sink` instead of the log (the audit trail, tests).
+    pub fn with_events(mut self, sink: Arc<dyn SecurityEventSink>) -> AuthService {
+        self.events = sink;
+        self
+    }
+
+    pub fn record(&self, event: SecurityEvent) {
+        self.events.record(event);
     }
 
     fn token_endpoint(&self) -> String {
@@ -581,7 +595,14 @@ impl AuthService {
             family: None,
         };
         let token = self.issuer.issue(&claims)?;
-        tracing::info!(client = %client.id, "access token issued (client_credentials)");
+        self.record(SecurityEvent::TokenIssued {
+            grant: Grant::ClientCredentials,
+            client: client.id.clone(),
+            user: None,
+            token_id: claims.jti.clone(),
+            scope: claims.scope.clone(),
+            purpose: claims.purpose_of_use.clone().unwrap_or_default(),
+        });
         Ok(json!({"access_token": token, "token_type": "Bearer", "expires_in": self.access_ttl, "scope": claims.scope}))
     }
 
@@ -604,8 +625,8 @@ impl AuthService {
             bastion_store::GrantUse::Again(p) => {
                 if let Ok(g) = serde_json::from_str::<authorize::CodeGrant>(&p) {
                     self.revoke_family(&g.family).await?;
+                    self.record(SecurityEvent::CodeReplayed { client: client.id.clone(), user: g.user });
                 }
-                tracing::warn!(event = "code-replayed", client = %client.id, "an authorization code was used twice: its tokens are revoked");
                 return Err(AuthError::InvalidGrant("the code was used before"));
             }
             bastion_store::GrantUse::Unknown => {
@@ -632,6 +653,7 @@ impl AuthService {
                 nonce: grant.nonce,
                 ehr_launch: grant.ehr_launch,
                 purpose_of_use: grant.purpose_of_use,
+                grant: Grant::AuthorizationCode,
             },
         )
     }
@@ -661,7 +683,7 @@ impl AuthService {
         tx.commit().await.map_err(store_error)?;
         if !fresh {
             self.revoke_family(&claims.family).await?;
-            tracing::warn!(event = "refresh-replayed", client = %client.id, "a retired refresh token was presented: its family is revoked");
+            self.record(SecurityEvent::RefreshReplayed { client: client.id.clone(), user: claims.sub.clone() });
             return Err(AuthError::InvalidGrant("the refresh token was used before"));
         }
         let (original, _) = ScopeSet::parse(&claims.scope);
@@ -686,7 +708,6 @@ impl AuthService {
         if scope.is_empty() {
             return Err(AuthError::InvalidScope);
         }
-        tracing::info!(event = "token-refreshed", client = %client.id, "refresh token rotated");
         self.user_tokens(
             client,
             UserGrant {
@@ -698,6 +719,7 @@ impl AuthService {
                 nonce: None,
                 ehr_launch,
                 purpose_of_use,
+                grant: Grant::RefreshToken,
             },
         )
     }
@@ -776,7 +798,14 @@ impl AuthService {
             }
             out["id_token"] = json!(self.issuer.issue_id_token(&id)?);
         }
-        tracing::info!(event = "token-issued", client = %client.id, grant = "authorization_code", "access token issued to a user");
+        self.record(SecurityEvent::TokenIssued {
+            grant: g.grant,
+            client: client.id.clone(),
+            user: Some(g.user.username.clone()),
+            token_id: claims.jti.clone(),
+            scope,
+            purpose: g.purpose_of_use.clone(),
+        });
         Ok(out)
     }
 
@@ -893,12 +922,12 @@ impl AuthService {
             let mut tx = self.store.begin().await.map_err(store_error)?;
             tx.revoke(&claims.jti, claims.exp + LEEWAY_SECS, now()).await.map_err(store_error)?;
             tx.commit().await.map_err(store_error)?;
-            tracing::info!(event = "token-revoked", client = %client.id, "access token revoked");
+            self.record(SecurityEvent::TokenRevoked { client: client.id.clone(), token_id: claims.jti, family: false });
         } else if let Ok(claims) = self.issuer.verify_refresh(token, &self.token_endpoint(), now())
             && claims.client_id == client.id
         {
             self.revoke_family(&claims.family).await?;
-            tracing::info!(event = "token-revoked", client = %client.id, "refresh token and its family revoked");
+            self.record(SecurityEvent::TokenRevoked { client: client.id.clone(), token_id: claims.jti, family: true });
         }
         Ok(())
     }
@@ -1017,22 +1046,25 @@ fn reply(result: Result<Value, AuthError>) -> Response {
 
 /// `POST /auth/token`.
 pub async fn token(State(auth): State<Arc<AuthService>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    reply(
-        async {
-            let form = form_request(&headers, &body)?;
-            let grant = form.get("grant_type").ok_or(AuthError::InvalidRequest("grant_type"))?;
-            if !matches!(grant.as_str(), "client_credentials" | "authorization_code" | "refresh_token") {
-                return Err(AuthError::UnsupportedGrantType);
-            }
-            let (client, _) = auth.authenticate_client(&headers, &form).await?;
-            match grant.as_str() {
-                "client_credentials" => auth.client_credentials(client, &form).await,
-                "authorization_code" => auth.authorization_code(client, &form).await,
-                _ => auth.refresh(client, &form).await,
-            }
+    let result = async {
+        let form = form_request(&headers, &body)?;
+        let grant = form.get("grant_type").ok_or(AuthError::InvalidRequest("grant_type"))?;
+        if !matches!(grant.as_str(), "client_credentials" | "authorization_code" | "refresh_token") {
+            return Err(AuthError::UnsupportedGrantType);
         }
-        .await,
-    )
+        let (client, _) = auth.authenticate_client(&headers, &form).await?;
+        match grant.as_str() {
+            "client_credentials" => auth.client_credentials(client, &form).await,
+            "authorization_code" => auth.authorization_code(client, &form).await,
+            _ => auth.refresh(client, &form).await,
+        }
+    }
+    .await;
+    if let Err(e) = &result {
+        let grant = form_urlencoded::parse(&body).find(|(k, _)| k == "grant_type").map(|(_, v)| v.into_owned());
+        auth.record(SecurityEvent::TokenRefused { grant, check: e.to_string() });
+    }
+    reply(result)
 }
 
 /// `POST /auth/introspect`.
