@@ -18,6 +18,14 @@ const CONFIDENTIAL_APP: &str = "chart-review";
 const CONFIDENTIAL_SECRET: &str = "chart-review-secret-0123456789";
 const CONFIDENTIAL_REDIRECT: &str = "https://review.example/cb";
 const EHR: &str = "ehr-frontend";
+const ASYMMETRIC_APP: &str = "signed-app";
+const ASYMMETRIC_REDIRECT: &str = "https://signed.example/cb";
+
+/// The private key of the confidential asymmetric app (`private_key_jwt`).
+fn asymmetric_key() -> &'static bastion_auth::assertion::testkit::TestKey {
+    static KEY: OnceLock<bastion_auth::assertion::testkit::TestKey> = OnceLock::new();
+    KEY.get_or_init(|| bastion_auth::assertion::testkit::TestKey::ec("signed-app-1"))
+}
 const EHR_REDIRECT: &str = "http://127.0.0.1:7000/ehr";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const VERIFIER: &str = "a-verifier-of-more-than-forty-three-characters-0123456789";
@@ -31,6 +39,7 @@ fn password_hash() -> &'static str {
 /// Clients, users and roles of a SMART deployment.
 pub fn smart_toml() -> String {
     let hash = password_hash();
+    let asymmetric_jwks = asymmetric_key().jwks();
     format!(
         r#"
 [limits]
@@ -47,6 +56,13 @@ id = "{CONFIDENTIAL_APP}"
 kind = "confidential"
 secret = "{CONFIDENTIAL_SECRET}"
 redirect_uris = ["{CONFIDENTIAL_REDIRECT}"]
+scopes = "launch/patient openid fhirUser offline_access patient/*.rs"
+
+[[clients]]
+id = "{ASYMMETRIC_APP}"
+kind = "confidential"
+jwks = '{asymmetric_jwks}'
+redirect_uris = ["{ASYMMETRIC_REDIRECT}"]
 scopes = "launch/patient openid fhirUser offline_access patient/*.rs"
 
 [[clients]]
@@ -577,6 +593,47 @@ smart_backends!(confidential_client_exchanges_code_with_basic_auth, |srv| {
     let t: Value = r.json().await.unwrap();
     assert!(t["refresh_token"].is_string() && t["id_token"].is_string());
 });
+
+smart_backends!(asymmetric_client_exchanges_code_and_refreshes_with_signed_assertions, |srv| {
+    use bastion_auth::assertion::testkit::assertion_claims;
+    let mut a = Authorize::new(&srv, PATIENT_SCOPES);
+    a.client = ASYMMETRIC_APP.into();
+    a.redirect = ASYMMETRIC_REDIRECT.into();
+    let code = code_for(&srv, &a, "ann").await;
+    let token_url = format!("{}/auth/token", srv.root);
+    let assertion = || {
+        asymmetric_key().sign(&assertion_claims(ASYMMETRIC_APP, &token_url, now(), &uuid::Uuid::new_v4().to_string()))
+    };
+    let jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let form = owned(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", ASYMMETRIC_REDIRECT),
+        ("code_verifier", VERIFIER),
+        ("client_assertion_type", jwt_bearer),
+        ("client_assertion", &assertion()),
+    ]);
+    let r = token_post(&srv, &form, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.unwrap();
+    assert!(t["id_token"].is_string(), "an id token for an asymmetric client too");
+    let form = owned(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ("client_assertion_type", jwt_bearer),
+        ("client_assertion", &assertion()),
+    ]);
+    assert_eq!(token_post(&srv, &form, None).await.status(), StatusCode::OK, "refresh with a new assertion");
+    // Without an assertion the client is refused (and says how to authenticate).
+    let form = owned(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", ASYMMETRIC_APP)]);
+    let r = token_post(&srv, &form, None).await;
+    assert!(r.headers().get("www-authenticate").is_some());
+    oauth_error(r, &[401], "invalid_client").await;
+});
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
 
 // ---- the authorization request: bad input --------------------------------------------
 

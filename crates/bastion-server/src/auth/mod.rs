@@ -365,6 +365,10 @@ fn oauth_error(e: &AuthError) -> Response {
     )
         .into_response();
     no_store(r.headers_mut());
+    if status == 401 {
+        // RFC 6749 §5.2: a failed client authentication names the scheme to use.
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bastion\""));
+    }
     r
 }
 
@@ -550,7 +554,8 @@ impl AuthService {
             (Credentials::Secret(_), _) => Err(AuthError::BadClientCredentials),
             (Credentials::None, None) => Ok((client, false)),
             (Credentials::None, Some(_)) => Err(AuthError::BadClientCredentials),
-            (Credentials::Keys(_) | Credentials::RemoteKeys(_), _) => Err(AuthError::UnauthorizedClient),
+            // A client with keys must sign an assertion: anything else is failed authentication.
+            (Credentials::Keys(_) | Credentials::RemoteKeys(_), _) => Err(AuthError::BadClientCredentials),
         }
     }
 
