@@ -92,7 +92,8 @@ fn percent_encode(v: &str) -> String {
         .collect()
 }
 
-async fn oauth_error(r: reqwest::Response, statuses: &[u16], code: &str) {
+/// Asserts a token-endpoint error: status, `error` code, `no-store`, and no token.
+pub async fn oauth_error(r: reqwest::Response, statuses: &[u16], code: &str) {
     let status = r.status().as_u16();
     assert_eq!(r.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
     let b: Value = r.json().await.unwrap();

@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bastion_auth::pkce::challenge_of;
 
+use crate::auth::oauth_error;
 use crate::harness::*;
 
 pub const APP: &str = "growth-chart";
@@ -391,15 +392,6 @@ async fn refresh(srv: &Server, refresh_token: &str, scope: Option<&str>, client:
         form.push(("scope".into(), s.into()));
     }
     token_post(srv, &form, None).await
-}
-
-async fn oauth_error(r: reqwest::Response, statuses: &[u16], code: &str) {
-    let status = r.status().as_u16();
-    assert_eq!(r.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
-    let b: Value = r.json().await.unwrap();
-    assert!(statuses.contains(&status), "status {status} for {b}");
-    assert_eq!(b["error"], code, "{b}");
-    assert!(b.get("access_token").is_none());
 }
 
 const PATIENT_SCOPES: &str = "launch/patient openid fhirUser offline_access patient/*.rs";

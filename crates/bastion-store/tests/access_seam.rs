@@ -5,25 +5,10 @@ use std::sync::Arc;
 
 use bastion_search::{AccessPredicate, SearchQuery};
 use bastion_store::{HistoryLevel, HistoryQuery, Page, Store, interactions};
+use common::{postgres_store, sqlite_store};
+
+mod common;
 use serde_json::json;
-
-async fn sqlite_store() -> Arc<dyn Store> {
-    let dir = std::env::temp_dir().join(format!("bastion-store-{}", uuid::Uuid::new_v4()));
-    bastion_store::open(&format!("sqlite://{}/s.db", dir.display())).await.unwrap()
-}
-
-async fn postgres_store() -> Option<Arc<dyn Store>> {
-    let Ok(admin) = std::env::var("BASTION_TEST_POSTGRES_URL") else {
-        eprintln!("SKIPPED: PostgreSQL half (BASTION_TEST_POSTGRES_URL not set)");
-        return None;
-    };
-    let db = format!("bastion_s_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-    Some(bastion_store::open(&format!("{base}/{db}")).await.unwrap())
-}
 
 /// Two patients, each with an observation; one observation merely *focuses* on p1.
 async fn seed(store: &dyn Store) {

@@ -278,16 +278,7 @@ impl AuthService {
         form: &HashMap<String, String>,
         headers: &HeaderMap,
     ) -> Result<Pending, Response> {
-        let expired = || {
-            html_response(
-                StatusCode::BAD_REQUEST,
-                pages::error(
-                    "Cannot continue",
-                    "This page has expired or was opened elsewhere. Start again from the application.",
-                ),
-                &[],
-            )
-        };
+        let expired = || bad_page("This page has expired or was opened elsewhere. Start again from the application.");
         let id = form.get("request").ok_or_else(expired)?;
         let payload = match self.store.peek_grant(kind, &digest(id), now()).await {
             Ok(Some(p)) => p,
@@ -305,13 +296,20 @@ impl AuthService {
         Ok(pending)
     }
 
-    /// Uses up a pending grant; `false` if another submission got there first.
-    async fn use_pending(&self, kind: &'static str, form: &HashMap<String, String>) -> Result<bool, AuthError> {
+    /// Uses up a pending grant; the page to show if another submission got there first.
+    async fn use_pending(&self, kind: &'static str, form: &HashMap<String, String>) -> Result<(), Response> {
         let id = form.get("request").map(|r| digest(r)).unwrap_or_default();
-        let mut tx = self.store.begin().await.map_err(store_error)?;
-        let used = tx.use_grant(kind, &id, now()).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(matches!(used, GrantUse::First(_)))
+        let used = async {
+            let mut tx = self.store.begin().await.map_err(store_error)?;
+            let used = tx.use_grant(kind, &id, now()).await.map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            Ok::<_, AuthError>(used)
+        };
+        match used.await {
+            Ok(GrantUse::First(_)) => Ok(()),
+            Ok(_) => Err(bad_page("This page was already submitted.")),
+            Err(_) => Err(server_error_page()),
+        }
     }
 
     fn client_name<'a>(&'a self, request: &'a AuthorizationRequest) -> &'a str {
@@ -428,6 +426,11 @@ fn describe(r: &bastion_auth::ResourceScope) -> String {
     format!("{}: {what} {whose}", verbs.join(", "))
 }
 
+/// A 400 page: the flow cannot go on from here.
+fn bad_page(message: &str) -> Response {
+    html_response(StatusCode::BAD_REQUEST, pages::error("Cannot continue", message), &[])
+}
+
 fn server_error_page() -> Response {
     html_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -477,7 +480,7 @@ pub async fn authorize(State(auth): State<Arc<AuthService>>, request: Request) -
 async fn read_form(request: Request) -> Result<(HeaderMap, Option<std::net::IpAddr>, Vec<(String, String)>), Response> {
     let address = client_address(&request);
     let (parts, body) = request.into_parts();
-    let bad = || html_response(StatusCode::BAD_REQUEST, pages::error("Cannot continue", "The form is malformed."), &[]);
+    let bad = || bad_page("The form is malformed.");
     if !super::is_form(&parts.headers) {
         return Err(bad());
     }
@@ -504,7 +507,7 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
         Err(r) => return r,
     };
     let Some(form) = singles(&fields, &[]) else {
-        return html_response(StatusCode::BAD_REQUEST, pages::error("Cannot continue", "A field is repeated."), &[]);
+        return bad_page("A field is repeated.");
     };
     let pending = match auth.pending_for("login", &form, &headers).await {
         Ok(p) => p,
@@ -574,16 +577,8 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
             description: "this user may not assert the requested purpose of use",
         });
     }
-    match auth.use_pending("login", &form).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return html_response(
-                StatusCode::BAD_REQUEST,
-                pages::error("Cannot continue", "This page was already submitted."),
-                &[],
-            );
-        }
-        Err(_) => return server_error_page(),
+    if let Err(page) = auth.use_pending("login", &form).await {
+        return page;
     }
     auth.record(SecurityEvent::LoginSucceeded {
         user: user.username.clone(),
@@ -640,22 +635,14 @@ pub async fn consent(State(auth): State<Arc<AuthService>>, request: Request) -> 
         Err(r) => return r,
     };
     let Some(form) = singles(&fields, &["scope"]) else {
-        return html_response(StatusCode::BAD_REQUEST, pages::error("Cannot continue", "A field is repeated."), &[]);
+        return bad_page("A field is repeated.");
     };
     let pending = match auth.pending_for("consent", &form, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match auth.use_pending("consent", &form).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return html_response(
-                StatusCode::BAD_REQUEST,
-                pages::error("Cannot continue", "This page was already submitted."),
-                &[],
-            );
-        }
-        Err(_) => return server_error_page(),
+    if let Err(page) = auth.use_pending("consent", &form).await {
+        return page;
     }
     let request = pending.request;
     let back = |error, description| {

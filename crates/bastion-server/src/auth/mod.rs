@@ -937,9 +937,10 @@ impl AuthService {
         Ok(())
     }
 
-    pub fn smart_configuration(&self) -> Value {
+    /// What both discovery documents say alike: the endpoints and how to use them.
+    fn endpoints(&self, more: Value) -> Value {
         let auth = format!("{}/auth", self.public_url);
-        json!({
+        let mut doc = json!({
             "issuer": auth,
             "jwks_uri": format!("{auth}/jwks"),
             "authorization_endpoint": format!("{auth}/authorize"),
@@ -949,31 +950,29 @@ impl AuthService {
             "grant_types_supported": GRANT_TYPES,
             "response_types_supported": ["code"],
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "code_challenge_methods_supported": ["S256"],
+        });
+        if let (Some(d), Value::Object(m)) = (doc.as_object_mut(), more) {
+            d.extend(m);
+        }
+        doc
+    }
+
+    pub fn smart_configuration(&self) -> Value {
+        self.endpoints(json!({
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
             "scopes_supported": SCOPES_SUPPORTED,
-            "code_challenge_methods_supported": ["S256"],
             "capabilities": CAPABILITIES,
-        })
+        }))
     }
 
     pub fn openid_configuration(&self) -> Value {
-        let auth = format!("{}/auth", self.public_url);
-        json!({
-            "issuer": auth,
-            "authorization_endpoint": format!("{auth}/authorize"),
-            "token_endpoint": format!("{auth}/token"),
-            "jwks_uri": format!("{auth}/jwks"),
-            "introspection_endpoint": format!("{auth}/introspect"),
-            "revocation_endpoint": format!("{auth}/revoke"),
-            "grant_types_supported": GRANT_TYPES,
-            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        self.endpoints(json!({
             "id_token_signing_alg_values_supported": ["RS256"],
-            "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "scopes_supported": ["openid", "fhirUser", "profile", "offline_access", "online_access"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser"],
-            "code_challenge_methods_supported": ["S256"],
-        })
+        }))
     }
 
     /// The origins of every registered redirect URI: the browser apps that may call the token
