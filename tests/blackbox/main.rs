@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod access;
 mod auth;
 mod bad_input;
 mod browser;

@@ -120,6 +120,8 @@ macro_rules! smart_backends {
     };
 }
 
+pub(crate) use smart_backends;
+
 pub async fn seed(srv: &Server) {
     for (id, family) in [("ann", "Anders"), ("bob", "Berger")] {
         let p = json!({"resourceType": "Patient", "id": id, "name": [{"family": family, "given": ["X"]}]});

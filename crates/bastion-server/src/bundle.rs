@@ -94,6 +94,7 @@ fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, mut entry
     };
     let ctx = RequestContext {
         access: parent.access.clone(),
+        scope: parent.scope.clone(),
         conditions: Conditions {
             if_match,
             if_none_match: text("ifNoneMatch"),
@@ -397,6 +398,9 @@ pub async fn apply_transaction(
         let reply = match e.interaction {
             Interaction::Create { resource_type, body } => match preassigned.remove(&index).flatten() {
                 Some(id) => {
+                    engine
+                        .may(&e.ctx, &resource_type, bastion_policy::Action::Create)
+                        .map_err(|err| tag(err, index))?;
                     engine.check_body(&body, &resource_type, None).map_err(|err| err.in_entry(index))?;
                     let v = interactions::create(tx, body, Some(id))
                         .await

@@ -20,11 +20,17 @@ use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::interaction::{Conditions, Interaction, PreferReturn, Target, parse_etag};
 use crate::paging::PageSigner;
+use bastion_policy::{AccessScope, Action};
 
 /// Who is asking and how: everything about a request except the interaction itself.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
+    /// The predicate of the interaction being executed; set from `scope` by
+    /// [`Engine::authorize`] for each interaction (and Bundle entry).
     pub access: AccessPredicate,
+    /// What the caller may do; `None` for the server's own work and with authentication
+    /// disabled (development).
+    pub scope: Option<Arc<AccessScope>>,
     pub conditions: Conditions,
     pub prefer_return: PreferReturn,
     /// `Prefer: handling=strict`.
@@ -40,6 +46,7 @@ impl RequestContext {
     pub fn unrestricted() -> Self {
         RequestContext {
             access: AccessPredicate::AllowAll,
+            scope: None,
             conditions: Conditions::default(),
             prefer_return: PreferReturn::default(),
             strict: false,
@@ -144,8 +151,70 @@ impl Engine {
         ValidationLimits { max_depth: self.limits.max_json_depth }
     }
 
+    /// The caller's context for one interaction: 403 when the interaction is not granted on
+    /// its type at all (before any data is touched), otherwise the access predicate the store
+    /// applies for it.
+    pub fn authorize(&self, ctx: &RequestContext, interaction: &Interaction) -> Result<RequestContext, ApiError> {
+        let Some(scope) = &ctx.scope else { return Ok(ctx.clone()) };
+        let on_type = |t: &str, action: Action| -> Result<AccessPredicate, ApiError> {
+            self.may(ctx, t, action)?;
+            Ok(scope.predicate(t, action))
+        };
+        let every_type = |action: Action| -> Result<AccessPredicate, ApiError> {
+            if scope.allows_every_type(action) {
+                Ok(scope.predicate_every_type(action))
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "the token does not grant '{}' on every resource type, which a system-wide interaction needs",
+                    action.letter()
+                )))
+            }
+        };
+        let access = match interaction {
+            Interaction::Capabilities | Interaction::Bundle { .. } => return Ok(ctx.clone()),
+            Interaction::Read { resource_type, .. } | Interaction::VRead { resource_type, .. } => {
+                on_type(resource_type, Action::Read)?
+            }
+            Interaction::Create { resource_type, .. } => on_type(resource_type, Action::Create)?,
+            Interaction::Update { resource_type, .. } | Interaction::Patch { resource_type, .. } => {
+                on_type(resource_type, Action::Update)?
+            }
+            Interaction::Delete { resource_type, .. } => on_type(resource_type, Action::Delete)?,
+            Interaction::History { level, .. } => match level {
+                HistoryLevel::Instance { resource_type, .. } => on_type(resource_type, Action::Read)?,
+                HistoryLevel::Type { resource_type } => on_type(resource_type, Action::Search)?,
+                HistoryLevel::System => every_type(Action::Search)?,
+            },
+            Interaction::Search { resource_type, .. } if resource_type == crate::interaction::SYSTEM_SEARCH => {
+                every_type(Action::Search)?
+            }
+            Interaction::Search { resource_type, .. } => on_type(resource_type, Action::Search)?,
+        };
+        Ok(RequestContext { access, ..ctx.clone() })
+    }
+
+    /// 403 unless the caller may do `action` on `resource_type` at all.
+    pub fn may(&self, ctx: &RequestContext, resource_type: &str, action: Action) -> Result<(), ApiError> {
+        match &ctx.scope {
+            Some(s) if !s.allows(resource_type, action) => {
+                Err(ApiError::Forbidden(format!("the token does not grant '{}' on {resource_type}", action.letter())))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The predicate for resources of another type reached by the same request (`_include`,
+    /// `_revinclude`): read access on that type, or nothing.
+    fn access_for(&self, ctx: &RequestContext, resource_type: &str) -> AccessPredicate {
+        match &ctx.scope {
+            None => ctx.access.clone(),
+            Some(s) => s.predicate(resource_type, Action::Read),
+        }
+    }
+
     /// Runs one interaction on its own (writes commit before this returns).
     pub async fn execute(&self, ctx: &RequestContext, interaction: Interaction) -> Result<Reply, ApiError> {
+        let ctx = &self.authorize(ctx, &interaction)?;
         match interaction {
             Interaction::Capabilities => Ok(Reply::raw(StatusCode::OK, self.capability.clone())),
             Interaction::Read { resource_type, id } => self.read(ctx, &resource_type, &id).await,
@@ -255,6 +324,7 @@ impl Engine {
 
     /// Runs a write interaction inside `tx` (not committed here).
     pub async fn write(&self, tx: &mut dyn StoreTx, ctx: &RequestContext, i: Interaction) -> Result<Reply, ApiError> {
+        let ctx = &self.authorize(ctx, &i)?;
         let if_match = ctx.conditions.if_match;
         match i {
             Interaction::Create { resource_type, body } => {
@@ -730,7 +800,8 @@ impl Engine {
                         clauses: vec![Clause::Reference { param: inc.param.clone(), values }],
                         ..SearchQuery::default()
                     };
-                    found.extend(self.store.search(&ctx.access, &q, page).await?.items);
+                    let access = self.access_for(ctx, &inc.source_type);
+                    found.extend(self.store.search(&access, &q, page).await?.items);
                 } else {
                     let source_ids: Vec<String> =
                         frontier.iter().filter(|v| v.resource_type == inc.source_type).map(|v| v.id.clone()).collect();
@@ -747,7 +818,8 @@ impl Engine {
                             }],
                             ..SearchQuery::default()
                         };
-                        found.extend(self.store.search(&ctx.access, &q, page).await?.items);
+                        let access = self.access_for(ctx, target);
+                        found.extend(self.store.search(&access, &q, page).await?.items);
                     }
                 }
             }

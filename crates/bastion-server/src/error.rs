@@ -36,6 +36,10 @@ pub enum ApiError {
     /// logged, never told.
     #[error("unauthorized")]
     Unauthorized,
+    /// The token does not grant this interaction on this type at all (403,
+    /// `insufficient_scope`), decided before any data is touched.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// Something broke inside the server. The cause is logged; the client learns nothing.
     #[error("internal: {0}")]
     Internal(String),
@@ -61,6 +65,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +85,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(m) => single(IssueType::NotSupported, m),
             ApiError::NotAcceptable(m) => single(IssueType::NotSupported, m),
             ApiError::Unauthorized => single(IssueType::Login, "a valid bearer token is required"),
+            ApiError::Forbidden(m) => single(IssueType::Forbidden, &format!("insufficient_scope: {m}")),
             ApiError::Internal(_) => single(IssueType::Exception, "the server could not complete the request"),
         }
     }

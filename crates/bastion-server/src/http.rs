@@ -279,6 +279,14 @@ async fn fhir(State(state): State<AppState>, request: Request) -> Response {
             );
             r
         }
+        Err(e @ ApiError::Forbidden(_)) => {
+            let mut r = error_response(&e);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"bastion\", error=\"insufficient_scope\""),
+            );
+            r
+        }
         Err(e) => error_response(&e),
     }
 }
@@ -323,6 +331,8 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         caller: principal
             .as_ref()
             .map_or_else(|| "anonymous".to_string(), |p| format!("{}|{}", p.client_id, p.subject)),
+        // Without a principal (metadata, or authentication disabled) nothing is restricted.
+        scope: principal.as_ref().map(|p| Arc::new(p.access_scope())),
         ..RequestContext::unrestricted()
     };
     let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });

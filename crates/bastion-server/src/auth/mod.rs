@@ -63,6 +63,44 @@ pub struct Principal {
     pub user: Option<String>,
 }
 
+impl Principal {
+    /// What this caller may do, for the policy layer: its resource scopes as permissions and
+    /// its patient context.
+    pub fn access_scope(&self) -> bastion_policy::AccessScope {
+        use bastion_policy::{Action, Context, Permission};
+        let permissions = self
+            .scopes
+            .resource_scopes()
+            .map(|r| Permission {
+                context: match r.context {
+                    bastion_auth::ScopeContext::Patient => Context::Patient,
+                    bastion_auth::ScopeContext::User => Context::User,
+                    bastion_auth::ScopeContext::System => Context::System,
+                },
+                resource_type: match &r.resource_type {
+                    bastion_auth::TypeSel::Any => None,
+                    bastion_auth::TypeSel::Named(t) => Some(t.clone()),
+                },
+                actions: r
+                    .perms
+                    .letters()
+                    .chars()
+                    .filter_map(|c| match c {
+                        'c' => Some(Action::Create),
+                        'r' => Some(Action::Read),
+                        'u' => Some(Action::Update),
+                        'd' => Some(Action::Delete),
+                        's' => Some(Action::Search),
+                        _ => None,
+                    })
+                    .collect(),
+                filter: r.filter.clone(),
+            })
+            .collect();
+        bastion_policy::AccessScope::compile(permissions, self.patient.clone())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientKind {
     Public,

@@ -1,0 +1,188 @@
+//! Access control on the FHIR API from the granted scopes: `patient/` tokens confined to the
+//! patient's compartment, types and interactions not granted refused with 403 before any data
+//! is touched, hidden instances answered like missing ones. One test per attack.
+//!
+//! What these do not cover yet (issue 5 goes on): roles and attribute rules beyond the scopes,
+//! granular filters (refused until enforced), chains and `_has` into types not granted, and
+//! the compartment of the content a write would store.
+
+use crate::harness::*;
+use crate::smart::{seed, smart_backends, smart_toml, tokens_for};
+
+/// Observations: one of ann's (focus: bob), one of bob's, one of bob's that focuses on ann.
+async fn observations(srv: &Server) {
+    for (id, subject, focus) in
+        [("obs-ann", "ann", Some("bob")), ("obs-bob", "bob", None), ("obs-bob-about-ann", "bob", Some("ann"))]
+    {
+        let mut o = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "weight"},
+            "subject": {"reference": format!("Patient/{subject}")}});
+        if let Some(f) = focus {
+            o["focus"] = json!([{"reference": format!("Patient/{f}")}]);
+        }
+        assert!(srv.put(&format!("Observation/{id}"), &o).await.status().is_success());
+    }
+}
+
+async fn token(srv: &Server, scope: &str) -> String {
+    observations(srv).await;
+    tokens_for(srv, scope, "ann").await["access_token"].as_str().unwrap().to_string()
+}
+
+async fn get(srv: &Server, token: &str, path: &str) -> reqwest::Response {
+    srv.anonymous().get(srv.url(path)).bearer_auth(token).send().await.unwrap()
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap(),
+                        x["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const ANN: &str = "launch/patient patient/*.rs";
+
+smart_backends!(patient_token_reading_another_patient_gets_the_404_of_a_missing_one, |srv| {
+    let t = token(&srv, ANN).await;
+    assert_eq!(get(&srv, &t, "Patient/ann").await.status(), StatusCode::OK);
+    let hidden = get(&srv, &t, "Patient/bob").await;
+    let missing = get(&srv, &t, "Patient/nobody").await;
+    assert_eq!(hidden.headers().get("content-type"), missing.headers().get("content-type"));
+    let (h, m) =
+        (assert_outcome(hidden, StatusCode::NOT_FOUND).await, assert_outcome(missing, StatusCode::NOT_FOUND).await);
+    assert_eq!(h["issue"][0]["code"], m["issue"][0]["code"]);
+    assert_eq!(
+        h["issue"][0]["diagnostics"].as_str().unwrap().replace("bob", "X"),
+        m["issue"][0]["diagnostics"].as_str().unwrap().replace("nobody", "X")
+    );
+    assert_eq!(get(&srv, &t, "Observation/obs-bob").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(&srv, &t, "Observation/obs-bob/_history/1").await.status(), StatusCode::NOT_FOUND);
+});
+
+smart_backends!(patient_token_search_sees_only_its_own_compartment, |srv| {
+    let t = token(&srv, ANN).await;
+    let b = body(get(&srv, &t, "Observation").await).await;
+    assert_eq!(ids(&b), vec!["Observation/obs-ann"]);
+    assert_eq!(b["total"], 1, "total counts only what the caller may see");
+    let b = body(get(&srv, &t, "Observation?patient=bob").await).await;
+    assert_eq!(b["total"], 0);
+    let b = body(get(&srv, &t, "Patient").await).await;
+    assert_eq!(ids(&b), vec!["Patient/ann"]);
+    let b = body(get(&srv, &t, "Patient/bob/Observation").await).await;
+    assert_eq!(b["total"], 0, "another patient's compartment search finds nothing");
+});
+
+smart_backends!(patient_token_revinclude_does_not_reach_outside_the_compartment, |srv| {
+    let t = token(&srv, ANN).await;
+    let b = body(get(&srv, &t, "Patient?_id=ann&_revinclude=Observation:focus").await).await;
+    assert_eq!(ids(&b), vec!["Patient/ann"], "bob's Observation about ann is not ann's to read");
+});
+
+smart_backends!(patient_token_include_does_not_reach_another_patient, |srv| {
+    let t = token(&srv, ANN).await;
+    let b = body(get(&srv, &t, "Observation?_id=obs-ann&_include=Observation:focus").await).await;
+    assert_eq!(ids(&b), vec!["Observation/obs-ann"]);
+});
+
+smart_backends!(patient_token_history_does_not_reach_another_patient, |srv| {
+    let t = token(&srv, ANN).await;
+    let b = body(get(&srv, &t, "Observation/_history").await).await;
+    assert!(ids(&b).iter().all(|i| i == "Observation/obs-ann"), "{:?}", ids(&b));
+    let r = get(&srv, &t, "Patient/bob/_history").await;
+    if r.status() == StatusCode::OK {
+        assert!(ids(&body(r).await).is_empty());
+    } else {
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+});
+
+smart_backends!(type_not_granted_is_403_before_any_data, |srv| {
+    let t = token(&srv, "launch/patient patient/Patient.rs").await;
+    for path in ["Observation", "Observation/obs-ann", "Observation/does-not-exist", "Observation/_history"] {
+        let r = get(&srv, &t, path).await;
+        let www = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let oo = assert_outcome(r, StatusCode::FORBIDDEN).await;
+        assert!(www.contains("insufficient_scope"), "{path}: {www}");
+        assert_eq!(oo["issue"][0]["code"], "forbidden");
+    }
+});
+
+smart_backends!(write_not_granted_is_403_and_writes_nothing, |srv| {
+    let t = token(&srv, ANN).await;
+    let o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/ann"}});
+    let r = srv
+        .anonymous()
+        .post(srv.url("Observation"))
+        .bearer_auth(&t)
+        .header("Content-Type", "application/fhir+json")
+        .body(o.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_outcome(r, StatusCode::FORBIDDEN).await;
+    let r = srv.anonymous().delete(srv.url("Observation/obs-ann")).bearer_auth(&t).send().await.unwrap();
+    assert_outcome(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(body(srv.get("Observation").await).await["total"], 3, "nothing was written or deleted");
+});
+
+smart_backends!(backend_with_a_narrow_system_scope_reaches_only_its_types, |srv| {
+    observations(&srv).await;
+    let t = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/Patient.rs").await;
+    assert_eq!(body(get(&srv, &t, "Patient").await).await["total"], 2);
+    assert_outcome(get(&srv, &t, "Observation").await, StatusCode::FORBIDDEN).await;
+    assert_outcome(get(&srv, &t, "Observation/obs-ann").await, StatusCode::FORBIDDEN).await;
+});
+
+smart_backends!(audit_event_needs_a_scope_that_names_it, |srv| {
+    let t = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/*.rs").await;
+    assert_outcome(get(&srv, &t, "AuditEvent").await, StatusCode::FORBIDDEN).await;
+});
+
+smart_backends!(batch_entries_are_authorized_one_by_one, |srv| {
+    let t = token(&srv, ANN).await;
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/ann"}},
+        {"request": {"method": "GET", "url": "Patient/bob"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/ann"}},
+         "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let r = srv
+        .anonymous()
+        .post(srv.url(""))
+        .bearer_auth(&t)
+        .header("Content-Type", "application/fhir+json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    let b = body(r).await;
+    let status = |i: usize| b["entry"][i]["response"]["status"].as_str().unwrap().to_string();
+    assert!(status(0).starts_with("200"), "{b}");
+    assert!(status(1).starts_with("404"), "{b}");
+    assert!(status(2).starts_with("403"), "{b}");
+    assert_eq!(body(srv.get("Observation").await).await["total"], 3);
+});
+
+smart_backends!(system_search_needs_search_on_every_type, |srv| {
+    let narrow = token(&srv, "launch/patient patient/Patient.rs").await;
+    assert_outcome(get(&srv, &narrow, "?_type=Patient").await, StatusCode::FORBIDDEN).await;
+    let wide = tokens_for(&srv, ANN, "ann").await["access_token"].as_str().unwrap().to_string();
+    let b = body(get(&srv, &wide, "?_type=Patient,Observation").await).await;
+    let mut found = ids(&b);
+    found.sort();
+    assert_eq!(found, vec!["Observation/obs-ann", "Patient/ann"]);
+});
+
+smart_backends!(granular_scope_is_refused_until_its_filter_is_enforced, |srv| {
+    let t = token(&srv, "launch/patient patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory").await;
+    assert_outcome(get(&srv, &t, "Observation").await, StatusCode::FORBIDDEN).await;
+});
