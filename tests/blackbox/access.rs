@@ -186,3 +186,93 @@ smart_backends!(granular_scope_is_refused_until_its_filter_is_enforced, |srv| {
     let t = token(&srv, "launch/patient patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory").await;
     assert_outcome(get(&srv, &t, "Observation").await, StatusCode::FORBIDDEN).await;
 });
+
+// ---- writes under a patient/ scope ---------------------------------------------------------
+
+/// dr-smith in ann's context with patient-level write scopes.
+async fn writer(srv: &Server) -> String {
+    observations(srv).await;
+    let t = tokens_for(srv, "launch/patient patient/*.cruds", "dr-smith").await;
+    assert_eq!(t["patient"], "ann", "the chooser's first patient");
+    t["access_token"].as_str().unwrap().to_string()
+}
+
+async fn send(srv: &Server, token: &str, method: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+    let mut r = srv.anonymous().request(method.parse().unwrap(), srv.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        let ct = if method == "PATCH" { "application/json-patch+json" } else { "application/fhir+json" };
+        r = r.header("Content-Type", ct).body(b.to_string());
+    }
+    r.send().await.unwrap()
+}
+
+fn obs(id: Option<&str>, subject: &str) -> Value {
+    let mut o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+        "subject": {"reference": format!("Patient/{subject}")}});
+    if let Some(id) = id {
+        o["id"] = json!(id);
+    }
+    o
+}
+
+async fn subject_of(srv: &Server, id: &str) -> String {
+    body(srv.get(&format!("Observation/{id}")).await).await["subject"]["reference"].as_str().unwrap_or("").to_string()
+}
+
+smart_backends!(patient_scoped_create_about_another_patient_is_403, |srv| {
+    let t = writer(&srv).await;
+    assert_outcome(send(&srv, &t, "POST", "Observation", Some(obs(None, "bob"))).await, StatusCode::FORBIDDEN).await;
+    assert_eq!(send(&srv, &t, "POST", "Observation", Some(obs(None, "ann"))).await.status(), StatusCode::CREATED);
+    assert_eq!(body(srv.get("Observation?subject=Patient/bob").await).await["total"], 2, "nothing new about bob");
+});
+
+smart_backends!(patient_scoped_create_of_a_new_patient_is_403, |srv| {
+    let t = writer(&srv).await;
+    let p = json!({"resourceType": "Patient", "name": [{"family": "Other"}]});
+    assert_outcome(send(&srv, &t, "POST", "Patient", Some(p)).await, StatusCode::FORBIDDEN).await;
+});
+
+smart_backends!(patient_scoped_update_cannot_move_a_record_to_another_patient, |srv| {
+    let t = writer(&srv).await;
+    let r = send(&srv, &t, "PUT", "Observation/obs-ann", Some(obs(Some("obs-ann"), "bob"))).await;
+    assert_outcome(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(subject_of(&srv, "obs-ann").await, "Patient/ann");
+});
+
+smart_backends!(patient_scoped_update_of_a_hidden_record_is_404, |srv| {
+    let t = writer(&srv).await;
+    let r = send(&srv, &t, "PUT", "Observation/obs-bob", Some(obs(Some("obs-bob"), "ann"))).await;
+    assert_outcome(r, StatusCode::NOT_FOUND).await;
+    assert_eq!(subject_of(&srv, "obs-bob").await, "Patient/bob", "not taken over");
+});
+
+smart_backends!(patient_scoped_patch_of_a_hidden_record_is_404, |srv| {
+    let t = writer(&srv).await;
+    let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+    assert_outcome(send(&srv, &t, "PATCH", "Observation/obs-bob", Some(patch)).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(body(srv.get("Observation/obs-bob").await).await["status"], "final");
+});
+
+smart_backends!(patient_scoped_delete_of_a_hidden_record_is_404, |srv| {
+    let t = writer(&srv).await;
+    assert_outcome(send(&srv, &t, "DELETE", "Observation/obs-bob", None).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(srv.get("Observation/obs-bob").await.status(), StatusCode::OK, "still there");
+});
+
+smart_backends!(patient_scoped_conditional_update_matches_only_visible_records, |srv| {
+    let t = writer(&srv).await;
+    let r = send(&srv, &t, "PUT", "Observation?_id=obs-bob", Some(obs(None, "ann"))).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "the hidden match is not seen: a new record is made");
+    assert_eq!(subject_of(&srv, "obs-bob").await, "Patient/bob");
+});
+
+smart_backends!(transaction_with_an_entry_outside_the_scope_writes_nothing, |srv| {
+    let t = writer(&srv).await;
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": obs(None, "ann"), "request": {"method": "POST", "url": "Observation"}},
+        {"resource": obs(None, "bob"), "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let r = send(&srv, &t, "POST", "", Some(tx)).await;
+    assert_outcome(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(body(srv.get("Observation").await).await["total"], 3, "all or nothing");
+});

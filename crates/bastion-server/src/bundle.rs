@@ -322,7 +322,8 @@ pub async fn apply_transaction(
                 if let Some(q) = &e.ctx.conditions.if_none_exist {
                     let query = SearchQuery::parse_conditional(resource_type, q)
                         .map_err(|err| ApiError::from(err).in_entry(e.index))?;
-                    let found = tx.find_ids(&e.ctx.access, &query, 2).await?;
+                    let access = engine.access_of(&e.ctx, resource_type, bastion_policy::Action::Search);
+                    let found = tx.find_ids(&access, &query, 2).await?;
                     match found.as_slice() {
                         [] => {}
                         [existing] => {
@@ -367,7 +368,8 @@ pub async fn apply_transaction(
             }
             let (t, q) = c.split_once('?').unwrap_or((&c, ""));
             let query = SearchQuery::parse_conditional(t, q).map_err(|err| ApiError::from(err).in_entry(e.index))?;
-            let found = tx.find_ids(&e.ctx.access, &query, 2).await?;
+            let access = engine.access_of(&e.ctx, t, bastion_policy::Action::Search);
+            let found = tx.find_ids(&access, &query, 2).await?;
             match found.as_slice() {
                 [id] => {
                     resolved.insert(c.clone(), format!("{t}/{id}"));
@@ -402,6 +404,9 @@ pub async fn apply_transaction(
                         .may(&e.ctx, &resource_type, bastion_policy::Action::Create)
                         .map_err(|err| tag(err, index))?;
                     engine.check_body(&body, &resource_type, None).map_err(|err| err.in_entry(index))?;
+                    engine
+                        .check_write(&e.ctx, bastion_policy::Action::Create, &resource_type, "", Some(&body), None)
+                        .map_err(|err| tag(err, index))?;
                     let v = interactions::create(tx, body, Some(id))
                         .await
                         .map_err(|err| ApiError::from(err).in_entry(index))?;

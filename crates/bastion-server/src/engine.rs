@@ -203,13 +203,46 @@ impl Engine {
         }
     }
 
-    /// The predicate for resources of another type reached by the same request (`_include`,
-    /// `_revinclude`): read access on that type, or nothing.
-    fn access_for(&self, ctx: &RequestContext, resource_type: &str) -> AccessPredicate {
+    /// The predicate for resources of a type that a request reaches besides its own
+    /// (`_include` and `_revinclude` read them; conditional references in a transaction
+    /// search them): what `action` on that type allows, or nothing.
+    pub fn access_of(&self, ctx: &RequestContext, resource_type: &str, action: Action) -> AccessPredicate {
         match &ctx.scope {
             None => ctx.access.clone(),
-            Some(s) => s.predicate(resource_type, Action::Read),
+            Some(s) => s.predicate(resource_type, action),
         }
+    }
+
+    /// A write must stay inside what the caller may write: the new content must lie in its
+    /// reach (a patient token cannot create or move a record into another patient's
+    /// compartment), and an existing version it replaces must be one it can see (a hidden
+    /// one is answered as absent).
+    pub(crate) fn check_write(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        resource_type: &str,
+        id: &str,
+        new: Option<&Value>,
+        old: Option<&StoredVersion>,
+    ) -> Result<(), ApiError> {
+        if ctx.scope.is_none() {
+            return Ok(());
+        }
+        let access = self.access_of(ctx, resource_type, action);
+        if let Some(old) = old.filter(|o| !o.is_deleted())
+            && !access.admits(resource_type, id, &old.compartments)
+        {
+            return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+        }
+        if let Some(body) = new
+            && !access.admits(resource_type, id, &bastion_search::index::patient_compartments(body))
+        {
+            return Err(ApiError::Forbidden(format!(
+                "the {resource_type} would lie outside the records this token may write"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs one interaction on its own (writes commit before this returns).
@@ -347,6 +380,7 @@ impl Engine {
                         }
                     }
                 }
+                self.check_write(ctx, Action::Create, &resource_type, "", Some(&body), None)?;
                 let v = interactions::create(tx, body, None).await?;
                 Ok(self.written_reply(StatusCode::CREATED, &v))
             }
@@ -362,6 +396,7 @@ impl Engine {
                         match (found.as_slice(), body_id) {
                             ([], None) => {
                                 self.check_body(&body, &resource_type, None)?;
+                                self.check_write(ctx, Action::Update, &resource_type, "", Some(&body), None)?;
                                 let v = interactions::create(tx, body, None).await?;
                                 return Ok(self.written_reply(StatusCode::CREATED, &v));
                             }
@@ -386,7 +421,7 @@ impl Engine {
                                 body["id"] = Value::String(found.clone());
                                 self.check_body(&body, &resource_type, Some(found))?;
                                 return self
-                                    .update_checked(tx, &resource_type, found, body, if_match, Method::Put)
+                                    .update_checked(tx, ctx, &resource_type, found, body, if_match, Method::Put)
                                     .await;
                             }
                             _ => {
@@ -397,13 +432,14 @@ impl Engine {
                         }
                     }
                 };
-                self.update_checked(tx, &resource_type, &id, body, if_match, Method::Put).await
+                self.update_checked(tx, ctx, &resource_type, &id, body, if_match, Method::Put).await
             }
             Interaction::Patch { resource_type, target, patch } => {
                 let id = self.single_target(tx, ctx, &resource_type, target).await?;
                 let Some(current) = tx.current(&resource_type, &id).await? else {
                     return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
                 };
+                self.check_write(ctx, Action::Update, &resource_type, &id, None, Some(&current))?;
                 let Some(bytes) = &current.body else {
                     return Err(ApiError::Gone { resource_type, id, version: current.version });
                 };
@@ -431,8 +467,16 @@ impl Engine {
                     other => other,
                 })?;
                 // The client's If-Match if any, else the version patched: a concurrent change fails.
-                self.update_checked(tx, &resource_type, &id, doc, if_match.or(Some(current.version)), Method::Patch)
-                    .await
+                self.update_checked(
+                    tx,
+                    ctx,
+                    &resource_type,
+                    &id,
+                    doc,
+                    if_match.or(Some(current.version)),
+                    Method::Patch,
+                )
+                .await
             }
             Interaction::Delete { resource_type, target } => {
                 let ids = match target {
@@ -449,6 +493,8 @@ impl Engine {
                 };
                 let mut last = None;
                 for id in ids {
+                    let current = tx.current(&resource_type, &id).await?;
+                    self.check_write(ctx, Action::Delete, &resource_type, &id, None, current.as_ref())?;
                     last = interactions::delete(tx, &resource_type, &id, if_match).await?.or(last);
                 }
                 let mut reply = match last {
@@ -467,15 +513,19 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn update_checked(
         &self,
         tx: &mut dyn StoreTx,
+        ctx: &RequestContext,
         resource_type: &str,
         id: &str,
         body: Value,
         if_match: Option<u64>,
         method: Method,
     ) -> Result<Reply, ApiError> {
+        let current = tx.current(resource_type, id).await?;
+        self.check_write(ctx, Action::Update, resource_type, id, Some(&body), current.as_ref())?;
         let (v, created) = interactions::update(tx, resource_type, id, body, if_match, method).await?;
         Ok(self.written_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &v))
     }
@@ -800,7 +850,7 @@ impl Engine {
                         clauses: vec![Clause::Reference { param: inc.param.clone(), values }],
                         ..SearchQuery::default()
                     };
-                    let access = self.access_for(ctx, &inc.source_type);
+                    let access = self.access_of(ctx, &inc.source_type, Action::Read);
                     found.extend(self.store.search(&access, &q, page).await?.items);
                 } else {
                     let source_ids: Vec<String> =
@@ -818,7 +868,7 @@ impl Engine {
                             }],
                             ..SearchQuery::default()
                         };
-                        let access = self.access_for(ctx, target);
+                        let access = self.access_of(ctx, target, Action::Read);
                         found.extend(self.store.search(&access, &q, page).await?.items);
                     }
                 }

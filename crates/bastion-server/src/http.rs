@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use bastion_fhir::IssueType;
 use bastion_fhir::primitives::Instant;
+use bastion_search::AccessPredicate;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::AuthService;
@@ -333,7 +334,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             .map_or_else(|| "anonymous".to_string(), |p| format!("{}|{}", p.client_id, p.subject)),
         // Without a principal (metadata, or authentication disabled) nothing is restricted.
         scope: principal.as_ref().map(|p| Arc::new(p.access_scope())),
-        ..RequestContext::unrestricted()
+        // With one, every interaction gets its predicate from the scope (Engine::authorize);
+        // a path that forgot to ask would see nothing, never everything.
+        access: if principal.is_some() { AccessPredicate::DenyAll } else { AccessPredicate::AllowAll },
     };
     let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });
     let reply = engine.execute(&ctx, interaction).await?;
