@@ -276,3 +276,27 @@ smart_backends!(transaction_with_an_entry_outside_the_scope_writes_nothing, |srv
     assert_outcome(r, StatusCode::FORBIDDEN).await;
     assert_eq!(body(srv.get("Observation").await).await["total"], 3, "all or nothing");
 });
+
+smart_backends!(chain_into_a_type_not_granted_is_403, |srv| {
+    observations(&srv).await;
+    let t = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/Observation.rs").await;
+    assert_eq!(get(&srv, &t, "Observation").await.status(), StatusCode::OK);
+    // An oracle on Patient names otherwise: does an Observation exist whose subject is named X?
+    assert_outcome(get(&srv, &t, "Observation?subject:Patient.name=Anders").await, StatusCode::FORBIDDEN).await;
+});
+
+smart_backends!(has_into_a_type_not_granted_is_403, |srv| {
+    observations(&srv).await;
+    let t = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/Patient.rs").await;
+    // An oracle on Observations otherwise: which patients have an Observation with this code?
+    assert_outcome(get(&srv, &t, "Patient?_has:Observation:subject:code:text=weight").await, StatusCode::FORBIDDEN)
+        .await;
+});
+
+smart_backends!(chain_under_a_patient_scope_does_not_match_through_another_patient, |srv| {
+    let t = token(&srv, ANN).await;
+    let b = body(get(&srv, &t, "Observation?subject:Patient.name=Berger").await).await;
+    assert_eq!(b["total"], 0, "bob's name finds nothing for ann");
+    let b = body(get(&srv, &t, "Patient?_has:Observation:subject:_id=obs-bob").await).await;
+    assert_eq!(b["total"], 0);
+});

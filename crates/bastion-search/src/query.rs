@@ -566,6 +566,32 @@ impl SearchQuery {
         Ok(SearchQuery { resource_type: resource_type.into(), types: Vec::new(), clauses, sort: Vec::new() })
     }
 
+    /// The other resource types the query looks into: chain targets and `_has` sources, at
+    /// any depth. A caller must be allowed to search each of them, or the query would be an
+    /// oracle on data it may not see.
+    pub fn reached_types(&self) -> Vec<String> {
+        fn walk(c: &Clause, out: &mut Vec<String>) {
+            match c {
+                Clause::Chain { target_types, inner, .. } => {
+                    out.extend(target_types.iter().cloned());
+                    walk(inner, out);
+                }
+                Clause::Has { source_type, inner, .. } => {
+                    out.push(source_type.clone());
+                    walk(inner, out);
+                }
+                Clause::Any(cs) | Clause::All(cs) => cs.iter().for_each(|c| walk(c, out)),
+                Clause::Not(c) => walk(c, out),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        self.clauses.iter().for_each(|c| walk(c, &mut out));
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The resource types searched.
     pub fn scope_types(&self) -> Vec<String> {
         if self.types.is_empty() { vec![self.resource_type.clone()] } else { self.types.clone() }

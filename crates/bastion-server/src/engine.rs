@@ -707,6 +707,10 @@ impl Engine {
         if system {
             query.types = types.clone();
         }
+        // Chains and _has look into other types: the caller must be allowed to search them.
+        for t in query.reached_types() {
+            self.may(ctx, &t, Action::Search)?;
+        }
         if let Some(patient) = patient_compartment {
             query.clauses.push(Clause::InPatientCompartment(patient.to_string()));
         }
