@@ -300,3 +300,87 @@ smart_backends!(chain_under_a_patient_scope_does_not_match_through_another_patie
     let b = body(get(&srv, &t, "Patient?_has:Observation:subject:_id=obs-bob").await).await;
     assert_eq!(b["total"], 0);
 });
+
+// ---- anonymous reading of the Anonymous security category ---------------------------------
+
+async fn open_server(backend: Backend) -> Option<Server> {
+    Server::start_with(backend, "[auth]\nanonymous_read = [\"ValueSet\", \"CodeSystem\"]\n").await
+}
+
+macro_rules! open_backends {
+    ($name:ident, |$srv:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $srv = open_server(Backend::Sqlite).await.unwrap();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($srv) = open_server(Backend::Postgres).await else { return };
+                $body
+            }
+        }
+    };
+}
+
+open_backends!(configured_anonymous_types_are_readable_without_a_token, |srv| {
+    let vs =
+        json!({"resourceType": "ValueSet", "id": "colors", "status": "active", "url": "http://example.org/vs/colors"});
+    assert!(srv.put("ValueSet/colors", &vs).await.status().is_success());
+    let r = srv.anonymous().get(srv.url("ValueSet/colors")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        body(srv.anonymous().get(srv.url("ValueSet?url=http://example.org/vs/colors")).send().await.unwrap()).await["total"],
+        1
+    );
+});
+
+open_backends!(anonymous_caller_gets_401_for_everything_else, |srv| {
+    let p = json!({"resourceType": "Patient", "id": "p1"});
+    assert!(srv.put("Patient/p1", &p).await.status().is_success());
+    for path in ["Patient/p1", "Patient", "StructureDefinition"] {
+        let r = srv.anonymous().get(srv.url(path)).send().await.unwrap();
+        assert!(r.headers().get("www-authenticate").is_some(), "{path}");
+        assert_outcome(r, StatusCode::UNAUTHORIZED).await;
+    }
+    let vs = json!({"resourceType": "ValueSet", "status": "active"});
+    let r = srv
+        .anonymous()
+        .post(srv.url("ValueSet"))
+        .header("Content-Type", "application/fhir+json")
+        .body(vs.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_outcome(r, StatusCode::UNAUTHORIZED).await;
+    let r = srv.anonymous().get(srv.url("ValueSet?_has:Observation:subject:_id=x")).send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 400 | 401), "no oracle through _has: {}", r.status());
+});
+
+#[test]
+fn anonymous_read_of_a_patient_type_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("bastion-anon-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bastion.toml");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n[auth]\nanonymous_read = [\"Patient\"]\n", dir.display()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Anonymous security category"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

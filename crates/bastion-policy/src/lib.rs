@@ -145,6 +145,73 @@ impl AccessScope {
     }
 }
 
+/// The R4 resource types of the "Anonymous" security category (security.html §6.1.0.2):
+/// definitional content without individual or business data, which a deployment may make
+/// readable without a token. No other type may be.
+pub const ANONYMOUS_CATEGORY: &[&str] = &[
+    "ActivityDefinition",
+    "CapabilityStatement",
+    "CodeSystem",
+    "CompartmentDefinition",
+    "ConceptMap",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "EventDefinition",
+    "ExampleScenario",
+    "GraphDefinition",
+    "ImplementationGuide",
+    "Library",
+    "Measure",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "NamingSystem",
+    "OperationDefinition",
+    "SearchParameter",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "TerminologyCapabilities",
+    "TestScript",
+    "ValueSet",
+];
+
+impl AccessScope {
+    /// A caller without a token where the deployment opened `types` (each of the Anonymous
+    /// category) to anonymous reading: read and search on those, nothing else.
+    pub fn anonymous_read(types: &[String]) -> Result<AccessScope, String> {
+        let mut permissions = Vec::new();
+        for t in types {
+            if !ANONYMOUS_CATEGORY.contains(&t.as_str()) {
+                return Err(format!(
+                    "{t} is not of the Anonymous security category and cannot be read without a token"
+                ));
+            }
+            permissions.push(Permission {
+                context: Context::System,
+                resource_type: Some(t.clone()),
+                actions: vec![Action::Read, Action::Search],
+                filter: Vec::new(),
+            });
+        }
+        Ok(AccessScope::compile(permissions, None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +304,21 @@ mod tests {
         let any = ann(vec![perm(Context::Patient, None, &[Search])]);
         assert!(any.allows_every_type(Search));
         assert_eq!(any.predicate_every_type(Search), compartment("ann"));
+    }
+
+    #[test]
+    fn anonymous_read_opens_only_reading_of_the_listed_types() {
+        let s = AccessScope::anonymous_read(&["ValueSet".into()]).unwrap();
+        assert!(s.allows("ValueSet", Read) && s.allows("ValueSet", Search));
+        assert!(!s.allows("ValueSet", Create) && !s.allows("ValueSet", Update) && !s.allows("ValueSet", Delete));
+        assert!(!s.allows("CodeSystem", Read), "only what is listed");
+    }
+
+    #[test]
+    fn anonymous_read_refuses_types_outside_the_anonymous_category() {
+        for t in ["Patient", "Observation", "Practitioner", "Organization", "AuditEvent"] {
+            assert!(AccessScope::anonymous_read(&[t.to_string()]).is_err(), "{t}");
+        }
     }
 
     #[test]

@@ -73,11 +73,19 @@ pub struct AuthConfig {
     pub refresh_token_ttl_secs: u64,
     /// Development only: the FHIR API answers without a token. Warned about at every start.
     pub disabled: bool,
+    /// Resource types of the Anonymous security category (ValueSet, CodeSystem,
+    /// StructureDefinition, ...) that may be read and searched without a token. Default: none.
+    pub anonymous_read: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { access_token_ttl_secs: 3600, refresh_token_ttl_secs: 7_776_000, disabled: false }
+        AuthConfig {
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 7_776_000,
+            disabled: false,
+            anonymous_read: Vec::new(),
+        }
     }
 }
 

@@ -29,6 +29,27 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// Development only (`auth.disabled`): the FHIR API answers without a token.
     pub auth_disabled: bool,
+    /// What a caller without a token may do (`auth.anonymous_read`); `None`: nothing.
+    pub anonymous: Option<Arc<bastion_policy::AccessScope>>,
+}
+
+/// The scope of callers without a token, from `auth.anonymous_read`.
+pub fn anonymous_scope(config: &crate::Config) -> Result<Option<Arc<bastion_policy::AccessScope>>, String> {
+    if config.auth.anonymous_read.is_empty() {
+        return Ok(None);
+    }
+    bastion_policy::AccessScope::anonymous_read(&config.auth.anonymous_read)
+        .map(|s| Some(Arc::new(s)))
+        .map_err(|e| format!("auth.anonymous_read: {e}"))
+}
+
+/// Who is calling, as far as the FHIR API is concerned.
+enum Caller {
+    /// `metadata`, or authentication disabled: no restriction.
+    Unrestricted,
+    /// No token, where the deployment opened some types to anonymous reading.
+    Anonymous(Arc<bastion_policy::AccessScope>),
+    Token(Box<crate::auth::Principal>),
 }
 
 impl FromRef<AppState> for Arc<AuthService> {
@@ -292,20 +313,23 @@ async fn fhir(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
-/// Who is calling: the bearer token's principal; `None` for the anonymous endpoints
-/// (`metadata`) and when authentication is disabled.
-async fn caller(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Option<crate::auth::Principal>, ApiError> {
+/// Who is calling: the bearer token's principal; unrestricted for `metadata` and when
+/// authentication is disabled; anonymous without a token where that is configured.
+async fn caller(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Caller, ApiError> {
     if path == "metadata" || state.auth_disabled {
-        return Ok(None);
+        return Ok(Caller::Unrestricted);
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+        return state.anonymous.clone().map(Caller::Anonymous).ok_or(ApiError::Unauthorized);
+    };
+    let token = authorization
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(ApiError::Unauthorized)?;
     match state.auth.authenticate(token).await {
-        Ok(p) => Ok(Some(p)),
+        Ok(p) => Ok(Caller::Token(Box::new(p))),
         Err(e) => {
             state.auth.record(crate::auth::events::SecurityEvent::BearerRefused { check: e.to_string() });
             Err(ApiError::Unauthorized)
@@ -317,7 +341,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let engine = &*state.engine;
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/fhir").unwrap_or("").trim_start_matches('/').to_string();
-    let principal = caller(state, &path, &parts.headers).await?;
+    let caller = caller(state, &path, &parts.headers).await?;
     let mut query = parts.uri.query().unwrap_or("").to_string();
     check_acceptable(&query, &parts.headers)?;
     let bytes = read_body(body, &parts.headers, engine.limits.max_body_bytes).await?;
@@ -329,17 +353,29 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         prefer_return,
         strict,
         // Paging tokens are bound to this.
-        caller: principal
-            .as_ref()
-            .map_or_else(|| "anonymous".to_string(), |p| format!("{}|{}", p.client_id, p.subject)),
-        // Without a principal (metadata, or authentication disabled) nothing is restricted.
-        scope: principal.as_ref().map(|p| Arc::new(p.access_scope())),
-        // With one, every interaction gets its predicate from the scope (Engine::authorize);
-        // a path that forgot to ask would see nothing, never everything.
-        access: if principal.is_some() { AccessPredicate::DenyAll } else { AccessPredicate::AllowAll },
+        caller: match &caller {
+            Caller::Token(p) => format!("{}|{}", p.client_id, p.subject),
+            _ => "anonymous".to_string(),
+        },
+        // Metadata, or authentication disabled: nothing is restricted.
+        scope: match &caller {
+            Caller::Unrestricted => None,
+            Caller::Anonymous(s) => Some(s.clone()),
+            Caller::Token(p) => Some(Arc::new(p.access_scope())),
+        },
+        // With a scope, every interaction gets its predicate from it (Engine::authorize); a
+        // path that forgot to ask would see nothing, never everything.
+        access: match &caller {
+            Caller::Unrestricted => AccessPredicate::AllowAll,
+            _ => AccessPredicate::DenyAll,
+        },
     };
     let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });
-    let reply = engine.execute(&ctx, interaction).await?;
+    let reply = match engine.execute(&ctx, interaction).await {
+        // Without a token, what is not open to anonymous reading needs one: 401, not 403.
+        Err(ApiError::Forbidden(_)) if matches!(caller, Caller::Anonymous(_)) => return Err(ApiError::Unauthorized),
+        other => other?,
+    };
     let reply = if is_write { reply.apply_prefer(prefer_return) } else { reply };
     Ok(render(reply))
 }

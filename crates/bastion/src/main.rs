@@ -88,6 +88,7 @@ async fn serve(mut config: Config, demo: bool) -> Result<(), String> {
         engine: engine.clone(),
         auth: std::sync::Arc::new(auth),
         auth_disabled: config.auth.disabled,
+        anonymous: bastion_server::http::anonymous_scope(&config)?,
     });
     println!("Bastion {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     println!("FHIR base: {}", engine.base);
