@@ -49,7 +49,7 @@ enum Caller {
     Unrestricted,
     /// No token, where the deployment opened some types to anonymous reading.
     Anonymous(Arc<bastion_policy::AccessScope>),
-    Token(Box<crate::auth::Principal>),
+    Token(Arc<crate::auth::Principal>),
 }
 
 impl FromRef<AppState> for Arc<AuthService> {
@@ -319,17 +319,12 @@ async fn caller(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Cal
     if path == "metadata" || state.auth_disabled {
         return Ok(Caller::Unrestricted);
     }
-    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+    if !headers.contains_key(header::AUTHORIZATION) {
         return state.anonymous.clone().map(Caller::Anonymous).ok_or(ApiError::Unauthorized);
-    };
-    let token = authorization
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+    }
+    let token = crate::auth::bearer_token(headers).ok_or(ApiError::Unauthorized)?;
     match state.auth.authenticate(token).await {
-        Ok(p) => Ok(Caller::Token(Box::new(p))),
+        Ok(p) => Ok(Caller::Token(p)),
         Err(e) => {
             state.auth.record(crate::auth::events::SecurityEvent::BearerRefused { check: e.to_string() });
             Err(ApiError::Unauthorized)
@@ -361,7 +356,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         scope: match &caller {
             Caller::Unrestricted => None,
             Caller::Anonymous(s) => Some(s.clone()),
-            Caller::Token(p) => Some(Arc::new(p.access_scope())),
+            Caller::Token(p) => Some(p.access.clone()),
         },
         // With a scope, every interaction gets its predicate from it (Engine::authorize); a
         // path that forgot to ask would see nothing, never everything.

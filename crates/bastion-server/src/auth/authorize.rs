@@ -148,13 +148,7 @@ pub(super) fn origin_of(url: &str) -> Option<String> {
 
 /// Parameters of a GET query or a POST form; a repeated parameter is an error.
 fn single_params(raw: &[u8]) -> Option<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(raw) {
-        if out.insert(k.into_owned(), v.into_owned()).is_some() {
-            return None;
-        }
-    }
-    Some(out)
+    super::form(raw).ok()
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
@@ -761,12 +755,7 @@ pub async fn launch(State(auth): State<Arc<AuthService>>, headers: HeaderMap, bo
         super::no_store(r.headers_mut());
         r
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let principal = match bearer {
+    let principal = match super::bearer_token(&headers) {
         Some(t) => match auth.authenticate(t).await {
             Ok(p) => p,
             Err(e) => {

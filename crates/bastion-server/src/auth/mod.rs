@@ -61,44 +61,43 @@ pub struct Principal {
     /// The signed-in user (`[[users]]` username) for tokens from the authorization-code flow;
     /// `None` for a backend client acting for itself.
     pub user: Option<String>,
+    /// What it may do, compiled once per token (see [`AuthService::authenticate`]).
+    pub access: Arc<bastion_policy::AccessScope>,
 }
 
-impl Principal {
-    /// What this caller may do, for the policy layer: its resource scopes as permissions and
-    /// its patient context.
-    pub fn access_scope(&self) -> bastion_policy::AccessScope {
-        use bastion_policy::{Action, Context, Permission};
-        let permissions = self
-            .scopes
-            .resource_scopes()
-            .map(|r| Permission {
-                context: match r.context {
-                    bastion_auth::ScopeContext::Patient => Context::Patient,
-                    bastion_auth::ScopeContext::User => Context::User,
-                    bastion_auth::ScopeContext::System => Context::System,
-                },
-                resource_type: match &r.resource_type {
-                    bastion_auth::TypeSel::Any => None,
-                    bastion_auth::TypeSel::Named(t) => Some(t.clone()),
-                },
-                actions: r
-                    .perms
-                    .letters()
-                    .chars()
-                    .filter_map(|c| match c {
-                        'c' => Some(Action::Create),
-                        'r' => Some(Action::Read),
-                        'u' => Some(Action::Update),
-                        'd' => Some(Action::Delete),
-                        's' => Some(Action::Search),
-                        _ => None,
-                    })
-                    .collect(),
-                filter: r.filter.clone(),
-            })
-            .collect();
-        bastion_policy::AccessScope::compile(permissions, self.patient.clone())
-    }
+/// What a caller may do, for the policy layer: its resource scopes as permissions and its
+/// patient context.
+fn access_scope(scopes: &ScopeSet, patient: Option<&String>) -> bastion_policy::AccessScope {
+    use bastion_policy::{Action, Context, Permission};
+    let permissions = scopes
+        .resource_scopes()
+        .map(|r| Permission {
+            context: match r.context {
+                bastion_auth::ScopeContext::Patient => Context::Patient,
+                bastion_auth::ScopeContext::User => Context::User,
+                bastion_auth::ScopeContext::System => Context::System,
+            },
+            resource_type: match &r.resource_type {
+                bastion_auth::TypeSel::Any => None,
+                bastion_auth::TypeSel::Named(t) => Some(t.clone()),
+            },
+            actions: r
+                .perms
+                .letters()
+                .chars()
+                .filter_map(|c| match c {
+                    'c' => Some(Action::Create),
+                    'r' => Some(Action::Read),
+                    'u' => Some(Action::Update),
+                    'd' => Some(Action::Delete),
+                    's' => Some(Action::Search),
+                    _ => None,
+                })
+                .collect(),
+            filter: r.filter.clone(),
+        })
+        .collect();
+    bastion_policy::AccessScope::compile(permissions, patient.cloned())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,26 +309,36 @@ const DUMMY_PASSWORD: &str =
 /// Online-access refresh tokens last a working day; offline ones `auth.refresh_token_ttl_secs`.
 const ONLINE_REFRESH_TTL_SECS: i64 = 12 * 3600;
 
-/// Tokens already validated, so a request pays one map lookup for the signature check.
-/// Revocation is still asked of the store each time.
+/// A token already validated: its Principal (scopes parsed, access compiled) and what
+/// revocation is checked against, which is still asked of the store on every request.
+#[derive(Clone)]
+struct Validated {
+    principal: Arc<Principal>,
+    exp: i64,
+    /// The token's `jti` and its refresh family.
+    revocation_ids: Vec<String>,
+}
+
+/// Tokens already validated, so a request pays one map lookup for the signature check, the
+/// scope parse and the policy compile.
 struct ValidationCache {
-    entries: Mutex<HashMap<String, AccessClaims>>,
+    entries: Mutex<HashMap<String, Validated>>,
 }
 
 const VALIDATION_CACHE_ENTRIES: usize = 10_000;
 
 impl ValidationCache {
-    fn get(&self, token: &str, now: i64) -> Option<AccessClaims> {
+    fn get(&self, token: &str, now: i64) -> Option<Validated> {
         let map = self.entries.lock().ok()?;
-        map.get(token).filter(|c| c.exp + LEEWAY_SECS >= now).cloned()
+        map.get(token).filter(|v| v.exp + LEEWAY_SECS >= now).cloned()
     }
 
-    fn put(&self, token: &str, claims: &AccessClaims) {
+    fn put(&self, token: &str, validated: &Validated) {
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= VALIDATION_CACHE_ENTRIES {
                 map.clear();
             }
-            map.insert(token.to_string(), claims.clone());
+            map.insert(token.to_string(), validated.clone());
         }
     }
 }
@@ -424,6 +433,13 @@ pub(crate) fn json_reply(value: Value) -> Response {
 /// A public JSON document (discovery, JWKS, style); the CORS layer opens it to any origin.
 fn public_json(value: Value) -> Response {
     axum::Json(value).into_response()
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme is case-insensitive).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Form fields of a token, introspection or revocation request; a repeated field is an
@@ -869,28 +885,34 @@ impl AuthService {
 
     /// A bearer token -> who is calling. Checks signature, issuer, audience, lifetime and
     /// revocation (of the token and of the refresh family it came from).
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let now = now();
-        let claims = match self.cache.get(token, now) {
-            Some(c) => c,
+        let validated = match self.cache.get(token, now) {
+            Some(v) => v,
             None => {
                 // A token names its issuer; only the verifier of that issuer may accept it.
                 let external = bastion_auth::external::unverified_issuer(token)
                     .and_then(|iss| self.trusted.iter().find(|t| t.spec.issuer == iss));
-                let c = match external {
+                let claims = match external {
                     Some(t) => t.verify(token, now).await?,
                     None => self.issuer.verify(token, now)?,
                 };
-                self.cache.put(token, &c);
-                c
+                let v = self.principal_of(claims);
+                self.cache.put(token, &v);
+                v
             }
         };
-        if self.is_revoked(&claims).await? {
+        if self.store.any_revoked(&validated.revocation_ids).await.map_err(store_error)? {
             return Err(AuthError::Revoked);
         }
+        Ok(validated.principal)
+    }
+
+    /// Verified claims -> the Principal the layers below see.
+    fn principal_of(&self, claims: AccessClaims) -> Validated {
         let (scopes, _) = ScopeSet::parse(&claims.scope);
         let user = claims.family.is_some().then(|| claims.sub.clone());
-        // Roles as configured now, so that a role taken away applies to live tokens too.
+        // Roles as configured (the configuration is read once, at start).
         let roles = match &user {
             Some(u) => self.users.get(u).map(|u| u.roles.clone()).unwrap_or_default(),
             None if claims.iss == self.issuer.issuer => {
@@ -900,27 +922,33 @@ impl AuthService {
         };
         let purpose_of_use =
             claims.purpose_of_use.clone().unwrap_or_else(|| bastion_auth::purpose::DEFAULT.to_string());
-        Ok(Principal {
-            subject: claims.sub,
-            client_id: claims.client_id,
-            fhir_user: claims.fhir_user,
-            patient: claims.patient,
-            encounter: claims.encounter,
-            scopes,
-            token_id: claims.jti,
-            roles,
-            purpose_of_use,
-            user,
-        })
+        let access = Arc::new(access_scope(&scopes, claims.patient.as_ref()));
+        let mut revocation_ids = vec![claims.jti.clone()];
+        revocation_ids.extend(claims.family.clone());
+        Validated {
+            exp: claims.exp,
+            revocation_ids,
+            principal: Arc::new(Principal {
+                subject: claims.sub,
+                client_id: claims.client_id,
+                fhir_user: claims.fhir_user,
+                patient: claims.patient,
+                encounter: claims.encounter,
+                scopes,
+                token_id: claims.jti,
+                roles,
+                purpose_of_use,
+                user,
+                access,
+            }),
+        }
     }
 
     async fn introspect(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Value, AuthError> {
         // The caller is a registered confidential client, or holds a valid access token.
-        let bearer =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        match bearer {
+        match bearer_token(headers) {
             Some(t) => {
-                self.authenticate(t.trim()).await.map_err(|_| AuthError::BadClientCredentials)?;
+                self.authenticate(t).await.map_err(|_| AuthError::BadClientCredentials)?;
             }
             None => {
                 let (_, authenticated) = self.authenticate_client(headers, form).await?;
