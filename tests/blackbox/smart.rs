@@ -1172,3 +1172,11 @@ smart_backends!(backend_purpose_of_use_beyond_the_client_is_refused, |srv| {
     let t: Value = token_post(&srv, &form, Some((ADMIN_CLIENT, ADMIN_SECRET))).await.json().await.unwrap();
     assert_eq!(introspect(&srv, t["access_token"].as_str().unwrap()).await["purpose_of_use"], "TREAT");
 });
+
+smart_backends!(id_token_echoes_the_nonce_of_the_authorization_request, |srv| {
+    let mut a = Authorize::new(&srv, "launch/patient openid fhirUser patient/*.rs");
+    a.extra.push(("nonce".into(), "n-0S6_WzA2Mj".into()));
+    let code = code_for(&srv, &a, "ann").await;
+    let t: Value = exchange(&srv, &code, &[]).await.json().await.unwrap();
+    assert_eq!(claims_of(t["id_token"].as_str().unwrap())["nonce"], "n-0S6_WzA2Mj");
+});
