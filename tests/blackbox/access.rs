@@ -2,9 +2,8 @@
 //! patient's compartment, types and interactions not granted refused with 403 before any data
 //! is touched, hidden instances answered like missing ones. One test per attack.
 //!
-//! What these do not cover yet (issue 5 goes on): roles and attribute rules beyond the scopes,
-//! granular filters (refused until enforced), chains and `_has` into types not granted, and
-//! the compartment of the content a write would store.
+//! Granular scopes (`patient/Observation.rs?category=...`) narrow a permission to what matches
+//! their filter, on every path. Attribute rules have their own module (`rules.rs`).
 
 use crate::harness::*;
 use crate::smart::{seed, smart_backends, smart_toml, tokens_for};
@@ -182,8 +181,91 @@ smart_backends!(system_search_needs_search_on_every_type, |srv| {
     assert_eq!(found, vec!["Observation/obs-ann", "Patient/ann"]);
 });
 
-smart_backends!(granular_scope_is_refused_until_its_filter_is_enforced, |srv| {
-    let t = token(&srv, "launch/patient patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory").await;
+const CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
+
+/// ann's laboratory result and vital sign, besides the weight observations.
+async fn categorised(srv: &Server) {
+    for (id, category) in [("lab-ann", "laboratory"), ("vital-ann", "vital-signs"), ("lab-bob", "laboratory")] {
+        let subject = if id.ends_with("bob") { "bob" } else { "ann" };
+        let o = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": id},
+            "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
+            "subject": {"reference": format!("Patient/{subject}")}});
+        assert!(srv.put(&format!("Observation/{id}"), &o).await.status().is_success());
+    }
+}
+
+fn lab_scope(actions: &str) -> String {
+    format!("launch/patient patient/Observation.{actions}?category={CATEGORY}|laboratory patient/Patient.rs")
+}
+
+smart_backends!(granular_scope_search_returns_only_matching_records, |srv| {
+    let t = token(&srv, &lab_scope("rs")).await;
+    categorised(&srv).await;
+    let b = body(get(&srv, &t, "Observation").await).await;
+    assert_eq!(ids(&b), vec!["Observation/lab-ann"], "not the vital sign, not bob's result");
+    assert_eq!(b["total"], 1);
+    let b = body(get(&srv, &t, "Observation?category=vital-signs").await).await;
+    assert_eq!(b["total"], 0, "asking for another category finds nothing");
+});
+
+smart_backends!(granular_scope_read_of_a_non_matching_record_is_the_404_of_a_missing_one, |srv| {
+    let t = token(&srv, &lab_scope("rs")).await;
+    categorised(&srv).await;
+    assert_eq!(get(&srv, &t, "Observation/lab-ann").await.status(), StatusCode::OK);
+    let hidden = body(get(&srv, &t, "Observation/vital-ann").await).await;
+    let missing = body(get(&srv, &t, "Observation/no-such").await).await;
+    assert_eq!(hidden["issue"][0]["code"], missing["issue"][0]["code"]);
+    assert_outcome(get(&srv, &t, "Observation/obs-ann").await, StatusCode::NOT_FOUND).await;
+});
+
+smart_backends!(granular_scope_revinclude_reaches_only_matching_records, |srv| {
+    let t = token(&srv, &lab_scope("rs")).await;
+    categorised(&srv).await;
+    let b = body(get(&srv, &t, "Patient?_revinclude=Observation:subject").await).await;
+    let mut found = ids(&b);
+    found.sort();
+    assert_eq!(found, vec!["Observation/lab-ann", "Patient/ann"]);
+});
+
+smart_backends!(granular_scope_history_shows_only_versions_that_match, |srv| {
+    let t = token(&srv, &lab_scope("rs")).await;
+    categorised(&srv).await;
+    // vital-ann becomes a laboratory result: its first version stays out of reach.
+    let mut o = body(srv.get("Observation/vital-ann").await).await;
+    o["category"][0]["coding"][0]["code"] = json!("laboratory");
+    assert!(srv.put("Observation/vital-ann", &o).await.status().is_success());
+    let b = body(get(&srv, &t, "Observation/vital-ann/_history").await).await;
+    let versions: Vec<&str> =
+        b["entry"].as_array().unwrap().iter().map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap()).collect();
+    assert_eq!(versions, vec!["2"]);
+    assert_outcome(get(&srv, &t, "Observation/vital-ann/_history/1").await, StatusCode::NOT_FOUND).await;
+});
+
+smart_backends!(granular_scope_cannot_create_outside_its_filter, |srv| {
+    observations(&srv).await;
+    let t = tokens_for(&srv, &lab_scope("crs"), "dr-smith").await["access_token"].as_str().unwrap().to_string();
+    let mut o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs"}]}], "subject": {"reference": "Patient/ann"}});
+    let post = |o: Value| {
+        let (srv, t) = (&srv, &t);
+        async move {
+            srv.anonymous()
+                .post(srv.url("Observation"))
+                .bearer_auth(t)
+                .header("Content-Type", "application/fhir+json")
+                .body(o.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_outcome(post(o.clone()).await, StatusCode::FORBIDDEN).await;
+    o["category"][0]["coding"][0]["code"] = json!("laboratory");
+    assert_eq!(post(o).await.status(), StatusCode::CREATED);
+});
+
+smart_backends!(granular_scope_with_a_filter_that_cannot_be_enforced_is_403, |srv| {
+    let t = token(&srv, "launch/patient patient/Observation.rs?date=gt2020-01-01").await;
     assert_outcome(get(&srv, &t, "Observation").await, StatusCode::FORBIDDEN).await;
 });
 

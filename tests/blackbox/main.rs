@@ -14,6 +14,7 @@ mod crud;
 mod external_idp;
 mod history;
 mod import;
+mod rules;
 mod search;
 mod search_features;
 mod smart;

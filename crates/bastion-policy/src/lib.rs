@@ -2,29 +2,37 @@
 //! exhaustively.
 //!
 //! What this is for: from a caller's permissions (the granted SMART scopes, already narrowed by
-//! the client's and the user's ceilings) and patient context, compile one [`AccessScope`] per
-//! request, which answers two questions:
+//! the client's and the user's ceilings), patient context, attributes and the deployment's
+//! attribute [`Rule`]s, compile one [`AccessScope`] per token, which answers two questions:
 //! - may this caller do this action on this resource type at all? ([`AccessScope::allows`];
 //!   no means 403 `insufficient_scope`, decided before any data is touched);
 //! - which stored resources of that type may it reach? ([`AccessScope::predicate`], an
 //!   [`AccessPredicate`] the store compiles into the SQL of every read path and re-checks on
 //!   every row).
 //!
-//! What it is not (yet): roles and attribute rules beyond the token's scopes, labels, Consent,
-//! purpose of use. Those narrow the same predicates and arrive with their issues.
+//! What it is not (yet): labels, Consent, purpose of use. Those narrow the same predicates
+//! and arrive with their issues.
 //!
 //! Rules, each failing closed:
 //! - `patient/` permissions reach only the patient in context; without a patient context
 //!   they reach nothing (never everything);
 //! - `user/` and `system/` permissions reach every resource of their types (the user's roles
-//!   already bound the grant);
-//! - a permission with a granular filter (`?category=...`) grants nothing until filters are
-//!   compiled into predicates: a filter that is not enforced must not widen access;
+//!   already bound the grant), as narrowed by the rules;
+//! - a granular filter (`patient/Observation.rs?category=laboratory`) narrows its permission
+//!   to the resources matching it; only token parameters of the named type are enforceable
+//!   filters, and a permission with any other filter grants nothing;
 //! - a wildcard type never covers `AuditEvent`;
-//! - for a type reached both ways, the wider reach wins (scopes combine as a union).
+//! - for a type reached several ways, the reaches combine as a union;
+//! - attribute rules then narrow that union: when allow rules apply to a type and action,
+//!   only what one of them names stays; whatever an applicable deny rule names is removed,
+//!   whatever any allow rule says.
 #![forbid(unsafe_code)]
 
-use bastion_search::AccessPredicate;
+mod rules;
+
+use bastion_search::{AccessPredicate, Clause, SearchQuery};
+
+pub use rules::{Attributes, Condition, Effect, ORGANIZATION_TAG_SYSTEM, Rule, RuleError, RuleSpec};
 
 /// What a request does to a resource type (SMART's `c r u d s`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +48,8 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 5] = [Action::Create, Action::Read, Action::Update, Action::Delete, Action::Search];
+
     pub fn letter(self) -> char {
         match self {
             Action::Create => 'c',
@@ -48,6 +58,10 @@ impl Action {
             Action::Delete => 'd',
             Action::Search => 's',
         }
+    }
+
+    pub fn from_letter(c: char) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.letter() == c)
     }
 }
 
@@ -66,7 +80,7 @@ pub struct Permission {
     /// `None`: every type but `AuditEvent`.
     pub resource_type: Option<String>,
     pub actions: Vec<Action>,
-    /// Granular filter (`name=value` pairs); not enforced yet, so such a permission grants nothing.
+    /// Granular filter (`name=value` pairs, AND-ed), as the scope wrote it.
     pub filter: Vec<(String, String)>,
 }
 
@@ -76,72 +90,136 @@ impl Permission {
             None => resource_type != "AuditEvent",
             Some(t) => t == resource_type,
         };
-        type_ok && self.actions.contains(&action) && self.filter.is_empty()
+        type_ok && self.actions.contains(&action)
     }
 
     fn covers_every_type(&self, action: Action) -> bool {
         self.resource_type.is_none() && self.actions.contains(&action) && self.filter.is_empty()
     }
+
+    /// What the filter admits: `AllowAll` without one, `DenyAll` when it cannot be enforced
+    /// (a wildcard type, a parameter that is not a token of the type, a value that does not
+    /// parse). A filter that is not enforced must not widen access.
+    fn filter_predicate(&self) -> AccessPredicate {
+        if self.filter.is_empty() {
+            return AccessPredicate::AllowAll;
+        }
+        let Some(t) = &self.resource_type else { return AccessPredicate::DenyAll };
+        let Ok(query) = SearchQuery::parse(t, &self.filter) else { return AccessPredicate::DenyAll };
+        if query.clauses.is_empty() || !query.sort.is_empty() {
+            return AccessPredicate::DenyAll;
+        }
+        let mut all = Vec::new();
+        for clause in query.clauses {
+            match clause {
+                Clause::Token { param, values } => all.push(AccessPredicate::Token { param, values }),
+                _ => return AccessPredicate::DenyAll,
+            }
+        }
+        AccessPredicate::All(all)
+    }
 }
 
-/// How far a caller reaches into one type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reach {
-    Nothing,
-    Compartment(String),
-    Everything,
-}
-
-/// What one caller may do, compiled once per request.
+/// What one caller may do, compiled once per token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessScope {
     permissions: Vec<Permission>,
+    /// Each permission's filter, compiled once.
+    filters: Vec<AccessPredicate>,
     patient: Option<String>,
+    attributes: Attributes,
+    /// The deployment's rules that apply to this caller (by role and organization).
+    rules: Vec<Rule>,
 }
 
 impl AccessScope {
     pub fn compile(permissions: Vec<Permission>, patient: Option<String>) -> AccessScope {
-        AccessScope { permissions, patient: patient.filter(|p| !p.is_empty()) }
+        let filters = permissions.iter().map(Permission::filter_predicate).collect();
+        AccessScope {
+            permissions,
+            filters,
+            patient: patient.filter(|p| !p.is_empty()),
+            attributes: Attributes::default(),
+            rules: Vec::new(),
+        }
     }
 
-    fn reach(&self, covers: impl Fn(&Permission) -> bool) -> Reach {
-        let mut reach = Reach::Nothing;
-        for p in self.permissions.iter().filter(|p| covers(p)) {
-            match (p.context, &self.patient) {
-                (Context::User | Context::System, _) => return Reach::Everything,
-                (Context::Patient, Some(patient)) => reach = Reach::Compartment(patient.clone()),
-                (Context::Patient, None) => {}
+    /// The same scope, narrowed by the deployment's attribute rules for a caller with these
+    /// attributes (rules for other roles or organizations are dropped here, once).
+    pub fn with_rules(mut self, attributes: Attributes, rules: &[Rule]) -> AccessScope {
+        self.rules = rules.iter().filter(|r| r.applies_to(&attributes)).cloned().collect();
+        self.attributes = attributes;
+        self
+    }
+
+    /// The organization the server stamps on what this caller creates.
+    pub fn organization(&self) -> Option<&str> {
+        self.attributes.organization.as_deref()
+    }
+
+    fn base(&self, context: Context) -> AccessPredicate {
+        match (context, &self.patient) {
+            (Context::User | Context::System, _) => AccessPredicate::AllowAll,
+            (Context::Patient, Some(patient)) => AccessPredicate::PatientCompartment(vec![patient.clone()]),
+            (Context::Patient, None) => AccessPredicate::DenyAll,
+        }
+    }
+
+    /// The union of what the covering permissions reach.
+    fn granted(&self, covers: impl Fn(&Permission) -> bool) -> AccessPredicate {
+        let mut any = Vec::new();
+        for (p, filter) in self.permissions.iter().zip(&self.filters).filter(|(p, _)| covers(p)) {
+            any.push(AccessPredicate::All(vec![self.base(p.context), filter.clone()]));
+        }
+        AccessPredicate::Any(any)
+    }
+
+    /// `granted`, narrowed by the rules that apply to (`resource_type`, `action`); `None`
+    /// for an interaction across all types, where each rule speaks only about its own types.
+    fn narrowed(&self, granted: AccessPredicate, resource_type: Option<&str>, action: Action) -> AccessPredicate {
+        let applicable =
+            |effect: Effect| self.rules.iter().filter(move |r| r.effect == effect && r.covers(resource_type, action));
+        // What a rule names, restricted to its types when one predicate serves every type.
+        let named = |r: &Rule| match resource_type {
+            Some(_) => r.condition.predicate(&self.attributes),
+            None => AccessPredicate::All(vec![r.types_predicate(), r.condition.predicate(&self.attributes)]),
+        };
+        let allows: Vec<&Rule> = applicable(Effect::Allow).collect();
+        let denies: Vec<AccessPredicate> = applicable(Effect::Deny).map(named).collect();
+        let mut all = vec![granted];
+        if !allows.is_empty() {
+            let mut any: Vec<AccessPredicate> = allows.iter().map(|r| named(r)).collect();
+            if resource_type.is_none() {
+                // Types no allow rule speaks about are not narrowed by them.
+                let spoken = AccessPredicate::Any(allows.iter().map(|r| r.types_predicate()).collect());
+                any.push(AccessPredicate::Not(Box::new(spoken)));
             }
+            all.push(AccessPredicate::Any(any));
         }
-        reach
-    }
-
-    fn predicate_of(reach: Reach) -> AccessPredicate {
-        match reach {
-            Reach::Nothing => AccessPredicate::DenyAll,
-            Reach::Compartment(p) => AccessPredicate::PatientCompartment(vec![p]),
-            Reach::Everything => AccessPredicate::AllowAll,
+        if !denies.is_empty() {
+            all.push(AccessPredicate::Not(Box::new(AccessPredicate::Any(denies))));
         }
+        AccessPredicate::All(all).simplified()
     }
 
     /// May the caller do `action` on `resource_type` at all?
     pub fn allows(&self, resource_type: &str, action: Action) -> bool {
-        self.reach(|p| p.covers(resource_type, action)) != Reach::Nothing
+        self.predicate(resource_type, action) != AccessPredicate::DenyAll
     }
 
     /// The resources of `resource_type` the caller may reach with `action`.
     pub fn predicate(&self, resource_type: &str, action: Action) -> AccessPredicate {
-        Self::predicate_of(self.reach(|p| p.covers(resource_type, action)))
+        self.narrowed(self.granted(|p| p.covers(resource_type, action)), Some(resource_type), action)
     }
 
     /// For an interaction across all types (system search or history): only permissions on
     /// every type count, since one predicate must serve every type in the result.
     pub fn allows_every_type(&self, action: Action) -> bool {
-        self.reach(|p| p.covers_every_type(action)) != Reach::Nothing
+        self.predicate_every_type(action) != AccessPredicate::DenyAll
     }
 
     pub fn predicate_every_type(&self, action: Action) -> AccessPredicate {
-        Self::predicate_of(self.reach(|p| p.covers_every_type(action)))
+        self.narrowed(self.granted(|p| p.covers_every_type(action)), None, action)
     }
 }
 
@@ -288,13 +366,224 @@ mod tests {
         assert!(named.allows("AuditEvent", Read));
     }
 
+    fn granular(t: Option<&str>, filter: &[(&str, &str)]) -> Permission {
+        let mut p = perm(Context::Patient, t, &[Read, Search]);
+        p.filter = filter.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        p
+    }
+
+    fn token(param: &str, system: Option<&str>, code: &str) -> AccessPredicate {
+        use bastion_search::query::{SystemMatch, TokenValue};
+        AccessPredicate::Token {
+            param: param.into(),
+            values: vec![TokenValue {
+                system: system.map_or(SystemMatch::Any, |s| SystemMatch::Is(s.into())),
+                code: Some(code.into()),
+            }],
+        }
+    }
+
+    const CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
+
     #[test]
-    fn granular_scope_grants_nothing_until_filters_are_enforced() {
-        let mut p = perm(Context::Patient, Some("Observation"), &[Read, Search]);
-        p.filter = vec![("category".into(), "laboratory".into())];
-        let s = ann(vec![p]);
-        assert!(!s.allows("Observation", Search));
-        assert_eq!(s.predicate("Observation", Search), AccessPredicate::DenyAll);
+    fn granular_scope_narrows_to_its_token_filter_inside_the_compartment() {
+        let s = ann(vec![granular(Some("Observation"), &[("category", &format!("{CATEGORY}|laboratory"))])]);
+        assert!(s.allows("Observation", Search));
+        assert_eq!(
+            s.predicate("Observation", Search),
+            AccessPredicate::All(vec![compartment("ann"), token("category", Some(CATEGORY), "laboratory")])
+        );
+    }
+
+    #[test]
+    fn granular_scopes_on_one_type_combine_as_a_union() {
+        let s = ann(vec![
+            granular(Some("Observation"), &[("category", "laboratory")]),
+            granular(Some("Observation"), &[("category", "vital-signs")]),
+        ]);
+        assert_eq!(
+            s.predicate("Observation", Read),
+            AccessPredicate::Any(vec![
+                AccessPredicate::All(vec![compartment("ann"), token("category", None, "laboratory")]),
+                AccessPredicate::All(vec![compartment("ann"), token("category", None, "vital-signs")]),
+            ])
+        );
+        let wide = ann(vec![
+            granular(Some("Observation"), &[("category", "laboratory")]),
+            perm(Context::Patient, Some("Observation"), &[Read]),
+        ]);
+        assert_eq!(
+            wide.predicate("Observation", Read),
+            compartment("ann"),
+            "an unfiltered permission covers the filtered one"
+        );
+    }
+
+    #[test]
+    fn granular_scope_with_an_unenforceable_filter_grants_nothing() {
+        for filter in [
+            vec![("code:text", "glucose")], // not a plain token match
+            vec![("date", "gt2020")],       // not a token parameter
+            vec![("no-such-param", "x")],   // unknown
+            vec![("category", "")],         // empty value
+            vec![("_sort", "date")],        // not a filter
+        ] {
+            let s = ann(vec![granular(Some("Observation"), &filter)]);
+            assert!(!s.allows("Observation", Search), "{filter:?}");
+            assert_eq!(s.predicate("Observation", Read), AccessPredicate::DenyAll, "{filter:?}");
+        }
+        let wildcard = ann(vec![granular(None, &[("category", "laboratory")])]);
+        assert!(!wildcard.allows("Observation", Search), "a filter on a wildcard type cannot be checked");
+        assert!(!wildcard.allows_every_type(Search));
+    }
+
+    fn rule(effect: Effect, types: &[&str], condition: Condition) -> Rule {
+        Rule {
+            name: "r".into(),
+            effect,
+            roles: vec!["clinician".into()],
+            organizations: Vec::new(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            actions: Vec::new(),
+            condition,
+        }
+    }
+
+    fn clinician(org: Option<&str>) -> Attributes {
+        Attributes { roles: vec!["clinician".into()], organization: org.map(str::to_string) }
+    }
+
+    fn same_org() -> Condition {
+        Condition { same_organization: true, ..Condition::default() }
+    }
+
+    fn org_tag(org: &str) -> AccessPredicate {
+        token("_tag", Some(ORGANIZATION_TAG_SYSTEM), org)
+    }
+
+    fn user_all() -> AccessScope {
+        AccessScope::compile(vec![perm(Context::User, None, &[Create, Read, Update, Delete, Search])], None)
+    }
+
+    #[test]
+    fn allow_rule_narrows_its_types_to_what_it_names() {
+        let s = user_all()
+            .with_rules(clinician(Some("Organization/x")), &[rule(Effect::Allow, &["Observation"], same_org())]);
+        assert_eq!(s.predicate("Observation", Read), org_tag("Organization/x"));
+        assert_eq!(s.predicate("Patient", Read), AccessPredicate::AllowAll, "other types are not narrowed");
+        assert_eq!(s.organization(), Some("Organization/x"));
+    }
+
+    #[test]
+    fn same_organization_rule_matches_nothing_for_a_caller_without_one() {
+        let s = user_all().with_rules(clinician(None), &[rule(Effect::Allow, &["Observation"], same_org())]);
+        assert!(!s.allows("Observation", Read));
+    }
+
+    #[test]
+    fn rules_for_other_roles_or_organizations_do_not_apply() {
+        let mut r = rule(Effect::Deny, &[], Condition::default());
+        r.roles = vec!["researcher".into()];
+        let s = user_all().with_rules(clinician(Some("Organization/x")), &[r.clone()]);
+        assert_eq!(s.predicate("Observation", Read), AccessPredicate::AllowAll);
+        r.roles = Vec::new();
+        r.organizations = vec!["Organization/y".into()];
+        let s = user_all().with_rules(clinician(Some("Organization/x")), &[r]);
+        assert_eq!(s.predicate("Observation", Read), AccessPredicate::AllowAll);
+    }
+
+    #[test]
+    fn deny_rule_beats_allow_rule() {
+        let psy = Condition {
+            security: vec![bastion_search::query::TokenValue {
+                system: bastion_search::query::SystemMatch::Is(
+                    "http://terminology.hl7.org/CodeSystem/v3-ActCode".into(),
+                ),
+                code: Some("PSY".into()),
+            }],
+            ..Condition::default()
+        };
+        let s = user_all().with_rules(
+            clinician(Some("Organization/x")),
+            &[rule(Effect::Allow, &["Observation"], same_org()), rule(Effect::Deny, &["Observation"], psy)],
+        );
+        let AccessPredicate::All(parts) = s.predicate("Observation", Read) else { panic!("not narrowed") };
+        assert_eq!(parts[0], org_tag("Organization/x"));
+        assert!(matches!(&parts[1], AccessPredicate::Not(_)), "{parts:?}");
+    }
+
+    #[test]
+    fn deny_rule_without_condition_refuses_the_interaction() {
+        let mut r = rule(Effect::Deny, &["Observation"], Condition::default());
+        r.actions = vec![Delete];
+        let s = user_all().with_rules(clinician(None), &[r]);
+        assert!(!s.allows("Observation", Delete));
+        assert!(s.allows("Observation", Update));
+    }
+
+    #[test]
+    fn rules_never_widen_what_scopes_grant() {
+        let s = ann(vec![perm(Context::Patient, Some("Observation"), &[Read])])
+            .with_rules(clinician(Some("Organization/x")), &[rule(Effect::Allow, &[], same_org())]);
+        assert!(!s.allows("Condition", Read));
+        assert_eq!(
+            s.predicate("Observation", Read),
+            AccessPredicate::All(vec![compartment("ann"), org_tag("Organization/x")])
+        );
+    }
+
+    #[test]
+    fn system_wide_predicate_applies_each_rule_to_its_own_types() {
+        let s = user_all()
+            .with_rules(clinician(Some("Organization/x")), &[rule(Effect::Allow, &["Observation"], same_org())]);
+        let p = s.predicate_every_type(Search);
+        let row = |t: &str, tagged: bool| {
+            let mut r = serde_json::json!({"resourceType": t, "id": "1"});
+            if tagged {
+                r["meta"] = serde_json::json!({"tag": [{"system": ORGANIZATION_TAG_SYSTEM, "code": "Organization/x"}]});
+            }
+            r
+        };
+        let admits = |r: &serde_json::Value| {
+            p.admits(&bastion_search::AccessRow {
+                resource_type: r["resourceType"].as_str().unwrap(),
+                id: "1",
+                compartments: &[],
+                resource: Some(r),
+            })
+        };
+        assert!(admits(&row("Observation", true)));
+        assert!(!admits(&row("Observation", false)), "an Observation of another organization");
+        assert!(admits(&row("Patient", false)), "a type the rule does not speak about");
+    }
+
+    #[test]
+    fn configured_rules_are_checked_at_start() {
+        let ok = RuleSpec {
+            name: "own".into(),
+            effect: "allow".into(),
+            roles: vec!["clinician".into()],
+            actions: Some("rs".into()),
+            organization: Some("same".into()),
+            security: vec!["http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY".into()],
+            patients: vec!["Patient/p1".into()],
+            ..RuleSpec::default()
+        };
+        let r = Rule::from_spec(ok.clone()).unwrap();
+        assert_eq!(r.actions, vec![Read, Search]);
+        assert_eq!(r.condition.patients, vec!["p1".to_string()]);
+        let bad = [
+            RuleSpec { effect: "permit".into(), ..ok.clone() },
+            RuleSpec { actions: Some("rx".into()), ..ok.clone() },
+            RuleSpec { actions: Some(String::new()), ..ok.clone() },
+            RuleSpec { organization: Some("Organization/x".into()), ..ok.clone() },
+            RuleSpec { security: vec!["PSY".into()], ..ok.clone() },
+            RuleSpec { patients: vec!["p1".into()], ..ok.clone() },
+            RuleSpec { organizations: vec!["general-hospital".into()], ..ok.clone() },
+        ];
+        for spec in bad {
+            assert!(Rule::from_spec(spec.clone()).is_err(), "{spec:?}");
+        }
     }
 
     #[test]

@@ -457,6 +457,22 @@ pub fn extract_index(resource: &Value) -> IndexRows {
     rows
 }
 
+/// The token rows one parameter yields for a resource, exactly as [`extract_index`] writes
+/// them: the in-memory half of an access predicate on a token (a granular scope's
+/// `category=...`, a stamped organization tag) evaluates against these.
+pub fn token_rows(resource: &Value, param: &str) -> Vec<TokenRow> {
+    let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    let plan = plan_for(rtype);
+    let mut out = Vec::new();
+    for (code, _, path) in plan.paths.iter().filter(|(code, kind, _)| code == param && *kind == SearchParamType::Token)
+    {
+        for v in nodes(path, resource) {
+            token_rows_of(code, v, &mut out);
+        }
+    }
+    out
+}
+
 /// Rows of a date, reference, number, quantity or uri value (tokens and strings have
 /// extra rows of their own, written by the caller).
 fn value_rows(code: &str, kind: SearchParamType, v: &Value, rows: &mut IndexRows) {

@@ -14,7 +14,7 @@ pub mod fhirpath;
 pub mod index;
 pub mod query;
 
-pub use access::AccessPredicate;
+pub use access::{AccessPredicate, AccessRow};
 pub use index::{
     DateRow, IndexRows, NumberRow, QuantityRow, ReferenceRow, StringRow, TokenRow, UriRow, extract_index,
     is_indexed_kind,

@@ -404,8 +404,9 @@ pub async fn apply_transaction(
                         .may(&e.ctx, &resource_type, bastion_policy::Action::Create)
                         .map_err(|err| tag(err, index))?;
                     engine.check_body(&body, &resource_type, None).map_err(|err| err.in_entry(index))?;
+                    let mut body = body;
                     engine
-                        .check_write(&e.ctx, bastion_policy::Action::Create, &resource_type, "", Some(&body), None)
+                        .check_write(&e.ctx, bastion_policy::Action::Create, &resource_type, "", Some(&mut body), None)
                         .map_err(|err| tag(err, index))?;
                     let v = interactions::create(tx, body, Some(id))
                         .await

@@ -26,6 +26,8 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     pub users: Vec<UserConfig>,
     pub roles: Vec<RoleConfig>,
+    /// Attribute rules (`[[rules]]`), see docs/access-control.md.
+    pub rules: Vec<RuleConfig>,
     pub trusted_issuers: Vec<TrustedIssuerConfig>,
     pub signers: Vec<SignerConfig>,
 }
@@ -132,6 +134,8 @@ pub struct ClientConfig {
     pub purposes: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The organization a backend client acts within (`Organization/[id]`), for attribute rules.
+    pub organization: Option<String>,
     pub clearance: Option<String>,
 }
 
@@ -149,6 +153,48 @@ pub struct UserConfig {
     pub purposes: Vec<String>,
     #[serde(default)]
     pub break_glass: bool,
+}
+
+/// One `[[rules]]` table: an attribute rule, checked by `bastion_policy::Rule::from_spec`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// `allow` or `deny`.
+    pub effect: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub organizations: Vec<String>,
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Letters of `cruds`; all when absent.
+    pub actions: Option<String>,
+    /// `same`: created within the caller's own organization.
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub patients: Vec<String>,
+    #[serde(default)]
+    pub security: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl RuleConfig {
+    pub fn to_rule(&self) -> Result<bastion_policy::Rule, bastion_policy::RuleError> {
+        bastion_policy::Rule::from_spec(bastion_policy::RuleSpec {
+            name: self.name.clone(),
+            effect: self.effect.clone(),
+            roles: self.roles.clone(),
+            organizations: self.organizations.clone(),
+            types: self.types.clone(),
+            actions: self.actions.clone(),
+            organization: self.organization.clone(),
+            patients: self.patients.clone(),
+            security: self.security.clone(),
+            tags: self.tags.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

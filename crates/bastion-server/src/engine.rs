@@ -12,7 +12,7 @@ use bastion_fhir::primitives::Instant;
 use bastion_fhir::validate::{ValidationLimits, validate_resource};
 use bastion_fhir::{Issue, IssueType, OperationOutcome};
 use bastion_search::query::{ReferenceValue, parse_include, parse_sort};
-use bastion_search::{AccessPredicate, Clause, Include, SearchError, SearchQuery};
+use bastion_search::{AccessPredicate, AccessRow, Clause, Include, SearchError, SearchQuery};
 use bastion_store::{HistoryLevel, HistoryQuery, Method, Page, Store, StoreTx, StoredVersion, interactions};
 use serde_json::{Value, json};
 
@@ -215,28 +215,45 @@ impl Engine {
 
     /// A write must stay inside what the caller may write: the new content must lie in its
     /// reach (a patient token cannot create or move a record into another patient's
-    /// compartment), and an existing version it replaces must be one it can see (a hidden
-    /// one is answered as absent).
+    /// compartment, a clinician cannot write outside their organization's records), and an
+    /// existing version it replaces must be one it can see (a hidden one is answered as
+    /// absent). The new content first gets the server-held organization tag (see
+    /// [`stamp_organization`]), so that the check sees what will be stored.
     pub(crate) fn check_write(
         &self,
         ctx: &RequestContext,
         action: Action,
         resource_type: &str,
         id: &str,
-        new: Option<&Value>,
+        new: Option<&mut Value>,
         old: Option<&StoredVersion>,
     ) -> Result<(), ApiError> {
+        let new = new.map(|body| {
+            stamp_organization(ctx.scope.as_deref().and_then(AccessScope::organization), body, old);
+            &*body
+        });
         if ctx.scope.is_none() {
             return Ok(());
         }
         let access = self.access_of(ctx, resource_type, action);
-        if let Some(old) = old.filter(|o| !o.is_deleted())
-            && !access.admits(resource_type, id, &old.compartments)
-        {
-            return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+        if let Some(old) = old.filter(|o| !o.is_deleted()) {
+            let content: Option<Value> = if access.needs_content() {
+                old.body.as_deref().and_then(|b| serde_json::from_slice(b).ok())
+            } else {
+                None
+            };
+            let row = AccessRow { resource_type, id, compartments: &old.compartments, resource: content.as_ref() };
+            if !access.admits(&row) {
+                return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
+            }
         }
         if let Some(body) = new
-            && !access.admits(resource_type, id, &bastion_search::index::patient_compartments(body))
+            && !access.admits(&AccessRow {
+                resource_type,
+                id,
+                compartments: &bastion_search::index::patient_compartments(body),
+                resource: Some(body),
+            })
         {
             return Err(ApiError::Forbidden(format!(
                 "the {resource_type} would lie outside the records this token may write"
@@ -381,7 +398,8 @@ impl Engine {
                         }
                     }
                 }
-                self.check_write(ctx, Action::Create, &resource_type, "", Some(&body), None)?;
+                let mut body = body;
+                self.check_write(ctx, Action::Create, &resource_type, "", Some(&mut body), None)?;
                 let v = interactions::create(tx, body, None).await?;
                 Ok(self.written_reply(StatusCode::CREATED, &v))
             }
@@ -397,7 +415,8 @@ impl Engine {
                         match (found.as_slice(), body_id) {
                             ([], None) => {
                                 self.check_body(&body, &resource_type, None)?;
-                                self.check_write(ctx, Action::Update, &resource_type, "", Some(&body), None)?;
+                                let mut body = body;
+                                self.check_write(ctx, Action::Update, &resource_type, "", Some(&mut body), None)?;
                                 let v = interactions::create(tx, body, None).await?;
                                 return Ok(self.written_reply(StatusCode::CREATED, &v));
                             }
@@ -521,12 +540,12 @@ impl Engine {
         ctx: &RequestContext,
         resource_type: &str,
         id: &str,
-        body: Value,
+        mut body: Value,
         if_match: Option<u64>,
         method: Method,
     ) -> Result<Reply, ApiError> {
         let current = tx.current(resource_type, id).await?;
-        self.check_write(ctx, Action::Update, resource_type, id, Some(&body), current.as_ref())?;
+        self.check_write(ctx, Action::Update, resource_type, id, Some(&mut body), current.as_ref())?;
         let (v, created) = interactions::update(tx, resource_type, id, body, if_match, method).await?;
         Ok(self.written_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &v))
     }
@@ -921,4 +940,45 @@ const RESULT_SHAPING_PARAMS: &[&str] = &["_sort", "_include", "_revinclude", "_i
 /// Percent-encodes a query component.
 pub fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The organization a resource was created within, held by the server in `meta.tag` under
+/// [`bastion_policy::ORGANIZATION_TAG_SYSTEM`]: taken from the creating caller on create,
+/// carried over from the stored version on every later write. Whatever a client writes under
+/// that system is dropped, so the tag cannot be forged, moved or removed through the API.
+pub(crate) fn stamp_organization(organization: Option<&str>, body: &mut Value, old: Option<&StoredVersion>) {
+    use bastion_policy::ORGANIZATION_TAG_SYSTEM as SYSTEM;
+    let is_stamp = |t: &Value| t.get("system").and_then(Value::as_str) == Some(SYSTEM);
+    let held: Vec<Value> = match old.and_then(|o| o.body.as_deref()) {
+        // A cheap scan first: most stored resources carry no stamp.
+        Some(bytes) if !bytes.windows(SYSTEM.len()).any(|w| w == SYSTEM.as_bytes()) => Vec::new(),
+        Some(bytes) => serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| v.pointer("/meta/tag").and_then(Value::as_array).cloned())
+            .map(|tags| tags.into_iter().filter(is_stamp).collect())
+            .unwrap_or_default(),
+        None => organization.map(|o| serde_json::json!({"system": SYSTEM, "code": o})).into_iter().collect(),
+    };
+    let Some(resource) = body.as_object_mut() else { return };
+    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+        if let Some(tags) = meta.get_mut("tag").and_then(Value::as_array_mut) {
+            tags.retain(|t| !is_stamp(t));
+            if tags.is_empty() {
+                meta.remove("tag");
+            }
+        }
+        if meta.is_empty() && held.is_empty() {
+            resource.remove("meta");
+        }
+    }
+    if held.is_empty() {
+        return;
+    }
+    let meta = resource.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+    if let Some(meta) = meta.as_object_mut() {
+        let tags = meta.entry("tag").or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(tags) = tags.as_array_mut() {
+            tags.extend(held);
+        }
+    }
 }

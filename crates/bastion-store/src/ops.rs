@@ -38,7 +38,7 @@ pub(crate) async fn read(
     rtype: &str,
     id: &str,
 ) -> Result<Option<StoredVersion>> {
-    Ok(sql::recheck(access, c.versions(&sql::read(access, rtype, id)).await?).into_iter().next())
+    Ok(sql::recheck(access, c.versions(&sql::read(access, rtype, id)).await?, sql::Rows::Current).into_iter().next())
 }
 
 pub(crate) async fn vread(
@@ -48,15 +48,17 @@ pub(crate) async fn vread(
     id: &str,
     version: u64,
 ) -> Result<Option<StoredVersion>> {
-    Ok(sql::recheck(access, c.versions(&sql::vread(access, rtype, id, version)).await?).into_iter().next())
+    Ok(sql::recheck(access, c.versions(&sql::vread(access, rtype, id, version)).await?, sql::Rows::Versions)
+        .into_iter()
+        .next())
 }
 
 pub(crate) async fn history(c: &dyn Conn, access: &AccessPredicate, q: &HistoryQuery) -> Result<Vec<StoredVersion>> {
-    Ok(sql::recheck(access, c.versions(&sql::history(access, q)).await?))
+    Ok(sql::recheck(access, c.versions(&sql::history(access, q)).await?, sql::Rows::Versions))
 }
 
 pub(crate) async fn search(c: &dyn Conn, access: &AccessPredicate, q: &SearchQuery, page: Page) -> Result<SearchPage> {
-    let items = sql::recheck(access, c.versions(&sql::search(access, q, page)).await?);
+    let items = sql::recheck(access, c.versions(&sql::search(access, q, page)).await?, sql::Rows::Current);
     let total = match page.with_total {
         true => Some(c.int(&sql::search_count(access, q)).await?.unwrap_or(0) as u64),
         false => None,

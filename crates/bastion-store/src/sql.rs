@@ -5,7 +5,7 @@
 
 use bastion_fhir::definitions::SearchParamType;
 use bastion_search::query::{DatePrefix, DateValue, NumberValue, ReferenceValue, StringMode, SystemMatch, UriMode};
-use bastion_search::{AccessPredicate, Clause, SearchQuery, SortBy, TokenValue};
+use bastion_search::{AccessPredicate, AccessRow, Clause, SearchQuery, SortBy, TokenValue};
 
 use crate::types::{HistoryLevel, HistoryQuery, Page};
 
@@ -102,6 +102,48 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
             sql.pusha(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND c.patient_id IN ", &a);
             sql.bind_list(patients);
             sql.push("))");
+        }
+        AccessPredicate::ResourceType(types) if types.is_empty() => {
+            sql.push("1 = 0");
+        }
+        AccessPredicate::ResourceType(types) => {
+            sql.pusha("{v}.res_type IN ", &a).bind_list(types);
+        }
+        AccessPredicate::Token { values, .. } if values.is_empty() => {
+            sql.push("1 = 0");
+        }
+        // The token index holds the current version's values only: on an older version
+        // (vread, history) this tests what the resource holds now, and the in-memory
+        // evaluator then checks the version itself (see `recheck`).
+        AccessPredicate::Token { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
+            sql.bind_text(param).push(" AND (");
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                push_token_value(sql, value);
+            }
+            sql.push("))");
+        }
+        AccessPredicate::All(ps) | AccessPredicate::Any(ps) if ps.is_empty() => {
+            sql.push(if matches!(access, AccessPredicate::All(_)) { "1 = 1" } else { "1 = 0" });
+        }
+        AccessPredicate::All(ps) | AccessPredicate::Any(ps) => {
+            let join = if matches!(access, AccessPredicate::All(_)) { " AND " } else { " OR " };
+            sql.push("(");
+            for (i, p) in ps.iter().enumerate() {
+                if i > 0 {
+                    sql.push(join);
+                }
+                push_access_as(sql, p, v);
+            }
+            sql.push(")");
+        }
+        AccessPredicate::Not(p) => {
+            sql.push("NOT (");
+            push_access_as(sql, p, v);
+            sql.push(")");
         }
     }
 }
@@ -856,14 +898,33 @@ fn split_compartments(s: &str) -> Vec<String> {
     s.split(' ').filter(|p| !p.is_empty()).map(str::to_string).collect()
 }
 
+/// Which versions a read path returns, for [`recheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Current versions only (read, search): SQL and memory decide alike, so a row the
+    /// in-memory check rejects is a bug.
+    Current,
+    /// Possibly older versions (vread, history): token predicates in SQL test the resource's
+    /// current values, so only the in-memory check, on the version itself, is exact.
+    Versions,
+}
+
 /// The in-memory half of "two evaluators": every row a read path returns is re-checked
-/// against the predicate. A row the SQL let through but the predicate rejects is a bug in
-/// one of them; it is logged loudly and withheld, never returned.
-pub fn recheck(access: &AccessPredicate, rows: Vec<crate::StoredVersion>) -> Vec<crate::StoredVersion> {
+/// against the predicate. A current row the SQL let through but the predicate rejects is a
+/// bug in one of them; it is logged loudly and withheld, never returned.
+pub fn recheck(access: &AccessPredicate, rows: Vec<crate::StoredVersion>, kind: Rows) -> Vec<crate::StoredVersion> {
+    let content = access.needs_content();
     rows.into_iter()
         .filter(|v| {
-            let ok = access.admits(&v.resource_type, &v.id, &v.compartments);
-            if !ok {
+            let parsed = if content { v.body.as_deref().and_then(|b| serde_json::from_slice(b).ok()) } else { None };
+            let row = AccessRow {
+                resource_type: &v.resource_type,
+                id: &v.id,
+                compartments: &v.compartments,
+                resource: parsed.as_ref(),
+            };
+            let ok = access.admits(&row);
+            if !ok && kind == Rows::Current {
                 tracing::error!(
                     resource_type = %v.resource_type,
                     "access predicate disagreement: SQL admitted a row the in-memory check rejects; row withheld"

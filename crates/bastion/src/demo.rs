@@ -109,6 +109,7 @@ pub fn add_demo_client(config: &mut bastion_server::Config) -> Result<String, St
             jwks_uri: None,
             purposes: Vec::new(),
             roles: Vec::new(),
+            organization: None,
             clearance: None,
         });
     }
@@ -137,6 +138,7 @@ pub fn add_demo_users(config: &mut bastion_server::Config) -> Result<String, Str
             jwks_uri: None,
             purposes: Vec::new(),
             roles: Vec::new(),
+            organization: None,
             clearance: None,
         });
     }

@@ -171,6 +171,7 @@ mod tests {
             jwks_uri: None,
             purposes: Vec::new(),
             roles: Vec::new(),
+            organization: None,
             clearance: None,
         });
         let store = bastion_store::open(&format!("sqlite://{}/b.db", dir.display())).await.unwrap();

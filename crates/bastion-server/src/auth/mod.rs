@@ -56,6 +56,8 @@ pub struct Principal {
     pub token_id: String,
     /// The roles (`[[roles]]` names) of the user or backend client; none for external tokens.
     pub roles: Vec<String>,
+    /// The organization the user or backend client acts within (`Organization/[id]`).
+    pub organization: Option<String>,
     /// The purpose of use the token was granted (v3-ActReason; `TREAT` by default).
     pub purpose_of_use: String,
     /// The signed-in user (`[[users]]` username) for tokens from the authorization-code flow;
@@ -65,9 +67,14 @@ pub struct Principal {
     pub access: Arc<bastion_policy::AccessScope>,
 }
 
-/// What a caller may do, for the policy layer: its resource scopes as permissions and its
-/// patient context.
-fn access_scope(scopes: &ScopeSet, patient: Option<&String>) -> bastion_policy::AccessScope {
+/// What a caller may do, for the policy layer: its resource scopes as permissions, its
+/// patient context, and the deployment's rules for a caller with its attributes.
+fn access_scope(
+    scopes: &ScopeSet,
+    patient: Option<&String>,
+    attributes: bastion_policy::Attributes,
+    rules: &[bastion_policy::Rule],
+) -> bastion_policy::AccessScope {
     use bastion_policy::{Action, Context, Permission};
     let permissions = scopes
         .resource_scopes()
@@ -97,7 +104,7 @@ fn access_scope(scopes: &ScopeSet, patient: Option<&String>) -> bastion_policy::
             filter: r.filter.clone(),
         })
         .collect();
-    bastion_policy::AccessScope::compile(permissions, patient.cloned())
+    bastion_policy::AccessScope::compile(permissions, patient.cloned()).with_rules(attributes, rules)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +133,7 @@ struct Client {
     /// The union of its roles' permissions, when it has roles.
     role_permissions: Option<ScopeSet>,
     roles: Vec<String>,
+    organization: Option<String>,
     /// Purposes of use it may assert for itself (backend).
     purposes: Vec<String>,
 }
@@ -182,6 +190,7 @@ fn client_from_config(c: &ClientConfig, config: &Config, http: &reqwest::Client)
         scopes,
         role_permissions,
         roles: c.roles.clone(),
+        organization: checked_organization(&c.organization).map_err(err)?,
         purposes: c.purposes.clone(),
     })
 }
@@ -263,6 +272,7 @@ pub(crate) struct User {
     /// The union of the user's role permissions: the most any of their tokens may carry.
     role_permissions: ScopeSet,
     roles: Vec<String>,
+    organization: Option<String>,
     purposes: Vec<String>,
     break_glass: bool,
 }
@@ -271,6 +281,17 @@ impl User {
     /// A patient signing in for themself: their own Patient id.
     fn own_patient(&self) -> Option<String> {
         self.fhir_user.as_deref().and_then(|f| f.strip_prefix("Patient/")).map(str::to_string)
+    }
+}
+
+/// An `organization` key: `Organization/[id]`, as the server stamps it on writes.
+fn checked_organization(o: &Option<String>) -> Result<Option<String>, &'static str> {
+    match o {
+        None => Ok(None),
+        Some(o) if o.strip_prefix("Organization/").is_some_and(bastion_fhir::primitives::is_valid_id) => {
+            Ok(Some(o.clone()))
+        }
+        Some(_) => Err("organization must be Organization/[id]"),
     }
 }
 
@@ -296,6 +317,7 @@ fn user_from_config(u: &UserConfig, config: &Config) -> Result<User, String> {
         fhir_user: u.fhir_user.clone(),
         role_permissions: role_permissions(&u.roles, config).map_err(err)?,
         roles: u.roles.clone(),
+        organization: checked_organization(&u.organization).map_err(|r| err(r.to_string()))?,
         purposes: u.purposes.clone(),
         break_glass: u.break_glass,
     })
@@ -356,6 +378,8 @@ pub struct AuthService {
     lockout: lockout::Lockout,
     dummy_password: String,
     trusted: Vec<trusted::TrustedIssuer>,
+    /// Attribute rules, checked at start.
+    rules: Vec<bastion_policy::Rule>,
     events: Arc<dyn SecurityEventSink>,
 }
 
@@ -505,6 +529,7 @@ impl AuthService {
             lockout: lockout::Lockout::new(config.limits.failed_logins_before_lockout),
             dummy_password: DUMMY_PASSWORD.to_string(),
             trusted,
+            rules: config.rules.iter().map(|r| r.to_rule().map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
             events: Arc::new(events::LogSink),
         })
     }
@@ -912,17 +937,20 @@ impl AuthService {
     fn principal_of(&self, claims: AccessClaims) -> Validated {
         let (scopes, _) = ScopeSet::parse(&claims.scope);
         let user = claims.family.is_some().then(|| claims.sub.clone());
-        // Roles as configured (the configuration is read once, at start).
-        let roles = match &user {
-            Some(u) => self.users.get(u).map(|u| u.roles.clone()).unwrap_or_default(),
-            None if claims.iss == self.issuer.issuer => {
-                self.clients.get(&claims.client_id).map(|c| c.roles.clone()).unwrap_or_default()
-            }
-            None => Vec::new(),
+        // Roles and organization as configured (the configuration is read once, at start).
+        let (roles, organization) = match &user {
+            Some(u) => self.users.get(u).map(|u| (u.roles.clone(), u.organization.clone())).unwrap_or_default(),
+            None if claims.iss == self.issuer.issuer => self
+                .clients
+                .get(&claims.client_id)
+                .map(|c| (c.roles.clone(), c.organization.clone()))
+                .unwrap_or_default(),
+            None => (Vec::new(), None),
         };
         let purpose_of_use =
             claims.purpose_of_use.clone().unwrap_or_else(|| bastion_auth::purpose::DEFAULT.to_string());
-        let access = Arc::new(access_scope(&scopes, claims.patient.as_ref()));
+        let attributes = bastion_policy::Attributes { roles: roles.clone(), organization: organization.clone() };
+        let access = Arc::new(access_scope(&scopes, claims.patient.as_ref(), attributes, &self.rules));
         let mut revocation_ids = vec![claims.jti.clone()];
         revocation_ids.extend(claims.family.clone());
         Validated {
@@ -937,6 +965,7 @@ impl AuthService {
                 scopes,
                 token_id: claims.jti,
                 roles,
+                organization,
                 purpose_of_use,
                 user,
                 access,

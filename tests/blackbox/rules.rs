@@ -1,0 +1,301 @@
+//! Attribute rules (`[[rules]]`) over HTTP: clinicians confined to the records created within
+//! their own organization (the server stamps the organization; clients cannot forge, move or
+//! remove it), deny rules beating allow rules, rules applied on every read path. One test per
+//! attack, on both backends.
+
+use crate::harness::*;
+use crate::smart::{PASSWORD, seed, smart_toml, tokens_for};
+
+const ORG_TAG: &str = "urn:bastion:creating-organization";
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+
+/// Two clinicians of two organizations, a rule that confines clinicians to their own
+/// organization's Observations and Conditions, a deny rule on PSY-labelled records for
+/// reading, and one that forbids deleting Conditions.
+fn rules_toml() -> String {
+    let hash = bastion_auth::secret::hash_password(PASSWORD).unwrap();
+    format!(
+        r#"{base}
+[[users]]
+username = "dr-x"
+password = "{hash}"
+fhir_user = "Practitioner/dr-x"
+roles = ["clinician"]
+organization = "Organization/x"
+
+[[users]]
+username = "dr-y"
+password = "{hash}"
+fhir_user = "Practitioner/dr-y"
+roles = ["clinician"]
+organization = "Organization/y"
+
+[[rules]]
+name = "own-organization"
+effect = "allow"
+roles = ["clinician"]
+types = ["Observation", "Condition"]
+organization = "same"
+
+[[rules]]
+name = "no-psychiatry-notes"
+effect = "deny"
+roles = ["clinician"]
+actions = "rs"
+security = ["{ACT_CODE}|PSY"]
+
+[[rules]]
+name = "conditions-are-never-deleted"
+effect = "deny"
+types = ["Condition"]
+actions = "d"
+"#,
+        base = smart_toml()
+    )
+}
+
+macro_rules! rules_backends {
+    ($name:ident, |$srv:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $srv = Server::start_with(Backend::Sqlite, &rules_toml()).await.unwrap();
+                seed(&$srv).await;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($srv) = Server::start_with(Backend::Postgres, &rules_toml()).await else { return };
+                seed(&$srv).await;
+                $body
+            }
+        }
+    };
+}
+
+async fn clinician(srv: &Server, user: &str) -> String {
+    tokens_for(srv, "openid fhirUser user/*.cruds", user).await["access_token"].as_str().unwrap().to_string()
+}
+
+async fn send(srv: &Server, token: &str, method: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+    let mut r = srv.anonymous().request(method.parse().unwrap(), srv.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        let ct = if method == "PATCH" { "application/json-patch+json" } else { "application/fhir+json" };
+        r = r.header("Content-Type", ct).body(b.to_string());
+    }
+    r.send().await.unwrap()
+}
+
+fn weight(patient: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+        "subject": {"reference": format!("Patient/{patient}")}})
+}
+
+/// Creates an Observation as `token`'s caller; its id.
+async fn create(srv: &Server, token: &str, resource: Value) -> String {
+    let r = send(srv, token, "POST", "Observation", Some(resource)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    body(r).await["id"].as_str().unwrap().to_string()
+}
+
+/// The organization tags the server holds for a stored Observation (read without restriction).
+async fn stamps(srv: &Server, id: &str) -> Vec<String> {
+    let r = body(srv.get(&format!("Observation/{id}")).await).await;
+    r["meta"]["tag"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .filter(|t| t["system"] == ORG_TAG)
+                .map(|t| t["code"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    let mut out: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap(),
+                        x["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+rules_backends!(clinician_sees_only_records_created_within_their_own_organization, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let mine = create(&srv, &x, weight("ann")).await;
+    let theirs = create(&srv, &y, weight("ann")).await;
+    assert_eq!(stamps(&srv, &mine).await, vec!["Organization/x"]);
+    assert_eq!(send(&srv, &x, "GET", &format!("Observation/{mine}"), None).await.status(), StatusCode::OK);
+    let hidden = send(&srv, &x, "GET", &format!("Observation/{theirs}"), None).await;
+    let missing = send(&srv, &x, "GET", "Observation/no-such-observation", None).await;
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let (h, m) = (body(hidden).await, body(missing).await);
+    assert_eq!(h["issue"][0]["code"], m["issue"][0]["code"], "a hidden record reads like a missing one");
+    let found = body(send(&srv, &x, "GET", "Observation?subject=Patient/ann", None).await).await;
+    assert_eq!(ids(&found), vec![format!("Observation/{mine}")]);
+    assert_eq!(found["total"], 1, "the total counts only what the caller may see");
+});
+
+rules_backends!(records_without_an_organization_are_hidden_from_confined_clinicians, |srv| {
+    let x = clinician(&srv, "dr-x").await;
+    let untagged = body(srv.post("Observation", &weight("ann")).await).await["id"].as_str().unwrap().to_string();
+    assert!(stamps(&srv, &untagged).await.is_empty(), "written by a backend client without an organization");
+    assert_eq!(send(&srv, &x, "GET", &format!("Observation/{untagged}"), None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&srv, &x, "GET", "Patient/ann", None).await.status(),
+        StatusCode::OK,
+        "other types are not confined"
+    );
+});
+
+rules_backends!(forged_organization_tag_on_create_is_replaced_by_the_callers, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let mut forged = weight("ann");
+    forged["meta"] = json!({"tag": [{"system": ORG_TAG, "code": "Organization/x"}, {"system": "http://example.org/t", "code": "keep"}]});
+    let id = create(&srv, &y, forged).await;
+    assert_eq!(stamps(&srv, &id).await, vec!["Organization/y"]);
+    let stored = body(srv.get(&format!("Observation/{id}")).await).await;
+    assert!(
+        stored["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == "keep"),
+        "other tags are the client's"
+    );
+    assert_eq!(send(&srv, &x, "GET", &format!("Observation/{id}"), None).await.status(), StatusCode::NOT_FOUND);
+});
+
+rules_backends!(forged_organization_tag_by_a_client_without_an_organization_is_dropped, |srv| {
+    let x = clinician(&srv, "dr-x").await;
+    let mut forged = weight("ann");
+    forged["meta"] = json!({"tag": [{"system": ORG_TAG, "code": "Organization/x"}]});
+    let id = body(srv.post("Observation", &forged).await).await["id"].as_str().unwrap().to_string();
+    assert!(stamps(&srv, &id).await.is_empty());
+    assert_eq!(send(&srv, &x, "GET", &format!("Observation/{id}"), None).await.status(), StatusCode::NOT_FOUND);
+});
+
+rules_backends!(update_cannot_move_or_remove_the_organization_tag, |srv| {
+    let x = clinician(&srv, "dr-x").await;
+    let id = create(&srv, &x, weight("ann")).await;
+    let mut moved = weight("ann");
+    moved["id"] = json!(id);
+    moved["meta"] = json!({"tag": [{"system": ORG_TAG, "code": "Organization/y"}]});
+    assert_eq!(send(&srv, &x, "PUT", &format!("Observation/{id}"), Some(moved)).await.status(), StatusCode::OK);
+    assert_eq!(stamps(&srv, &id).await, vec!["Organization/x"], "a PUT keeps the creating organization");
+    let strip = json!([{"op": "remove", "path": "/meta/tag"}]);
+    assert_eq!(send(&srv, &x, "PATCH", &format!("Observation/{id}"), Some(strip)).await.status(), StatusCode::OK);
+    assert_eq!(stamps(&srv, &id).await, vec!["Organization/x"], "a PATCH cannot remove it");
+    let mut untagged = weight("bob");
+    untagged["id"] = json!(id);
+    assert_eq!(send(&srv, &x, "PUT", &format!("Observation/{id}"), Some(untagged)).await.status(), StatusCode::OK);
+    assert_eq!(stamps(&srv, &id).await, vec!["Organization/x"], "a body without meta keeps it too");
+});
+
+rules_backends!(clinician_cannot_update_patch_or_delete_another_organizations_record, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let theirs = create(&srv, &y, weight("ann")).await;
+    let mut changed = weight("bob");
+    changed["id"] = json!(theirs);
+    let path = format!("Observation/{theirs}");
+    assert_outcome(send(&srv, &x, "PUT", &path, Some(changed)).await, StatusCode::NOT_FOUND).await;
+    let patch = json!([{"op": "replace", "path": "/status", "value": "cancelled"}]);
+    assert_outcome(send(&srv, &x, "PATCH", &path, Some(patch)).await, StatusCode::NOT_FOUND).await;
+    assert_outcome(send(&srv, &x, "DELETE", &path, None).await, StatusCode::NOT_FOUND).await;
+    let stored = body(srv.get(&path).await).await;
+    assert_eq!(stored["meta"]["versionId"], "1", "nothing changed");
+    assert_eq!(stored["subject"]["reference"], "Patient/ann");
+});
+
+rules_backends!(conditional_update_does_not_match_another_organizations_record, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let mut theirs = weight("ann");
+    theirs["identifier"] = json!([{"system": "http://example.org/obs", "value": "o-1"}]);
+    let id = create(&srv, &y, theirs.clone()).await;
+    let r = send(&srv, &x, "PUT", "Observation?identifier=http://example.org/obs|o-1", Some(theirs)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "the hidden match is not seen: a new record of dr-x's own");
+    let created = body(r).await["id"].as_str().unwrap().to_string();
+    assert_ne!(created, id);
+    assert_eq!(body(srv.get(&format!("Observation/{id}")).await).await["meta"]["versionId"], "1");
+});
+
+rules_backends!(deny_rule_beats_allow_rule_on_a_labelled_record_of_ones_own_organization, |srv| {
+    let x = clinician(&srv, "dr-x").await;
+    let mut psy = weight("ann");
+    psy["meta"] = json!({"security": [{"system": ACT_CODE, "code": "PSY"}]});
+    let id = create(&srv, &x, psy).await;
+    assert_eq!(stamps(&srv, &id).await, vec!["Organization/x"]);
+    assert_outcome(send(&srv, &x, "GET", &format!("Observation/{id}"), None).await, StatusCode::NOT_FOUND).await;
+    let found = body(send(&srv, &x, "GET", "Observation?subject=Patient/ann", None).await).await;
+    assert_eq!(found["total"], 0);
+    let by_label = body(send(&srv, &x, "GET", &format!("Observation?_security={ACT_CODE}|PSY"), None).await).await;
+    assert_eq!(by_label["total"], 0, "searching for the label is no oracle");
+});
+
+rules_backends!(deny_rule_without_condition_refuses_the_interaction_with_403, |srv| {
+    let x = clinician(&srv, "dr-x").await;
+    let c = json!({"resourceType": "Condition", "subject": {"reference": "Patient/ann"}, "code": {"text": "asthma"}});
+    let r = send(&srv, &x, "POST", "Condition", Some(c)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = body(r).await["id"].as_str().unwrap().to_string();
+    let r = send(&srv, &x, "DELETE", &format!("Condition/{id}"), None).await;
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    assert_outcome(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(srv.get(&format!("Condition/{id}")).await.status(), StatusCode::OK, "not deleted");
+});
+
+rules_backends!(revinclude_and_system_search_apply_the_rules_to_each_type, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let mine = create(&srv, &x, weight("ann")).await;
+    create(&srv, &y, weight("ann")).await;
+    let b = body(send(&srv, &x, "GET", "Patient?_id=ann&_revinclude=Observation:subject", None).await).await;
+    assert_eq!(ids(&b), vec![format!("Observation/{mine}"), "Patient/ann".to_string()]);
+    let b = body(send(&srv, &x, "GET", "?_type=Observation,Patient", None).await).await;
+    assert_eq!(ids(&b), vec![format!("Observation/{mine}"), "Patient/ann".into(), "Patient/bob".into()]);
+    let b = body(send(&srv, &x, "GET", "Patient?_has:Observation:subject:status=final", None).await).await;
+    assert_eq!(ids(&b), vec!["Patient/ann".to_string()], "_has matches only through visible records");
+});
+
+rules_backends!(history_of_another_organizations_record_is_hidden, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let theirs = create(&srv, &y, weight("ann")).await;
+    assert_outcome(send(&srv, &x, "GET", &format!("Observation/{theirs}/_history"), None).await, StatusCode::NOT_FOUND)
+        .await;
+    let b = body(send(&srv, &x, "GET", "Observation/_history", None).await).await;
+    assert!(ids(&b).is_empty(), "{b}");
+});
+
+#[test]
+fn rule_with_an_unknown_effect_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("bastion-rules-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bastion.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/b.db\"\n[[rules]]\nname = \"r1\"\neffect = \"permit\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rule r1") && stderr.contains("allow"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
