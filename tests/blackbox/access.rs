@@ -269,6 +269,78 @@ smart_backends!(granular_scope_with_a_filter_that_cannot_be_enforced_is_403, |sr
     assert_outcome(get(&srv, &t, "Observation").await, StatusCode::FORBIDDEN).await;
 });
 
+// ---- types outside the Patient compartment under a patient/ scope ------------------------
+
+/// ann's Observation names dr-smith; bob's names dr-other; dr-lonely is named by nobody.
+async fn practitioners(srv: &Server) {
+    for (id, family) in [("dr-other", "Other"), ("dr-lonely", "Lonely")] {
+        let p = json!({"resourceType": "Practitioner", "id": id, "name": [{"family": family}]});
+        assert!(srv.put(&format!("Practitioner/{id}"), &p).await.status().is_success());
+    }
+    for (id, subject, performer) in [("seen-ann", "ann", "dr-smith"), ("seen-bob", "bob", "dr-other")] {
+        let o = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "visit"},
+            "subject": {"reference": format!("Patient/{subject}")},
+            "performer": [{"reference": format!("Practitioner/{performer}")}]});
+        assert!(srv.put(&format!("Observation/{id}"), &o).await.status().is_success());
+    }
+}
+
+smart_backends!(patient_token_reads_a_practitioner_its_record_refers_to_and_no_other, |srv| {
+    let t = token(&srv, ANN).await;
+    practitioners(&srv).await;
+    assert_eq!(get(&srv, &t, "Practitioner/dr-smith").await.status(), StatusCode::OK);
+    let other = body(get(&srv, &t, "Practitioner/dr-other").await).await;
+    let lonely = body(get(&srv, &t, "Practitioner/dr-lonely").await).await;
+    let missing = body(get(&srv, &t, "Practitioner/nobody").await).await;
+    assert_eq!(
+        other["issue"][0]["code"], missing["issue"][0]["code"],
+        "another patient's practitioner reads as missing"
+    );
+    assert_eq!(lonely["issue"][0]["code"], missing["issue"][0]["code"]);
+    let b = body(get(&srv, &t, "Practitioner").await).await;
+    assert_eq!(ids(&b), vec!["Practitioner/dr-smith"]);
+    assert_eq!(b["total"], 1);
+});
+
+smart_backends!(patient_token_include_reaches_the_referenced_practitioner_only, |srv| {
+    let t = token(&srv, ANN).await;
+    practitioners(&srv).await;
+    let b = body(get(&srv, &t, "Observation?_include=Observation:performer").await).await;
+    let mut found = ids(&b);
+    found.sort();
+    assert_eq!(found, vec!["Observation/obs-ann", "Observation/seen-ann", "Practitioner/dr-smith"]);
+});
+
+smart_backends!(patient_token_chain_does_not_match_through_another_patients_practitioner, |srv| {
+    let t = token(&srv, ANN).await;
+    practitioners(&srv).await;
+    assert_eq!(body(get(&srv, &t, "Observation?performer.name=Smith").await).await["total"], 1);
+    assert_eq!(body(get(&srv, &t, "Observation?performer.name=Other").await).await["total"], 0);
+    let b = body(get(&srv, &t, "Practitioner?_has:Observation:performer:subject=Patient/bob").await).await;
+    assert_eq!(b["total"], 0, "_has over bob's record is no oracle");
+});
+
+smart_backends!(referenced_practitioner_is_no_longer_readable_once_the_reference_is_gone, |srv| {
+    let t = token(&srv, ANN).await;
+    practitioners(&srv).await;
+    assert_eq!(get(&srv, &t, "Practitioner/dr-smith").await.status(), StatusCode::OK);
+    let mut o = body(srv.get("Observation/seen-ann").await).await;
+    o["performer"] = json!([{"reference": "Practitioner/dr-lonely"}]);
+    assert!(srv.put("Observation/seen-ann", &o).await.status().is_success());
+    assert_outcome(get(&srv, &t, "Practitioner/dr-smith").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(get(&srv, &t, "Practitioner/dr-lonely").await.status(), StatusCode::OK);
+});
+
+smart_backends!(patient_scoped_write_to_a_type_outside_the_compartment_is_403, |srv| {
+    let t = writer(&srv).await;
+    practitioners(&srv).await;
+    let changed = json!({"resourceType": "Practitioner", "id": "dr-smith", "name": [{"family": "Changed"}]});
+    assert_outcome(send(&srv, &t, "PUT", "Practitioner/dr-smith", Some(changed)).await, StatusCode::FORBIDDEN).await;
+    let new = json!({"resourceType": "Organization", "name": "Made up"});
+    assert_outcome(send(&srv, &t, "POST", "Organization", Some(new)).await, StatusCode::FORBIDDEN).await;
+    assert_eq!(body(srv.get("Practitioner/dr-smith").await).await["name"][0]["family"], "Smith");
+});
+
 // ---- writes under a patient/ scope ---------------------------------------------------------
 
 /// dr-smith in ann's context with patient-level write scopes.

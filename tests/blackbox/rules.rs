@@ -259,12 +259,13 @@ rules_backends!(revinclude_and_system_search_apply_the_rules_to_each_type, |srv|
     let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
     let mine = create(&srv, &x, weight("ann")).await;
     create(&srv, &y, weight("ann")).await;
+    create(&srv, &y, weight("bob")).await;
     let b = body(send(&srv, &x, "GET", "Patient?_id=ann&_revinclude=Observation:subject", None).await).await;
     assert_eq!(ids(&b), vec![format!("Observation/{mine}"), "Patient/ann".to_string()]);
     let b = body(send(&srv, &x, "GET", "?_type=Observation,Patient", None).await).await;
     assert_eq!(ids(&b), vec![format!("Observation/{mine}"), "Patient/ann".into(), "Patient/bob".into()]);
     let b = body(send(&srv, &x, "GET", "Patient?_has:Observation:subject:status=final", None).await).await;
-    assert_eq!(ids(&b), vec!["Patient/ann".to_string()], "_has matches only through visible records");
+    assert_eq!(ids(&b), vec!["Patient/ann".to_string()], "_has matches only through visible records, not bob's");
 });
 
 rules_backends!(history_of_another_organizations_record_is_hidden, |srv| {

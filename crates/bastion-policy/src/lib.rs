@@ -157,19 +157,39 @@ impl AccessScope {
         self.attributes.organization.as_deref()
     }
 
-    fn base(&self, context: Context) -> AccessPredicate {
+    /// What a permission of `context` reaches before its filter. `resource_type` is `None`
+    /// for an interaction across all types.
+    fn base(&self, context: Context, resource_type: Option<&str>, action: Action) -> AccessPredicate {
         match (context, &self.patient) {
             (Context::User | Context::System, _) => AccessPredicate::AllowAll,
-            (Context::Patient, Some(patient)) => AccessPredicate::PatientCompartment(vec![patient.clone()]),
+            (Context::Patient, Some(patient)) => {
+                let compartment = AccessPredicate::PatientCompartment(vec![patient.clone()]);
+                // A type outside the Patient compartment (Practitioner, Organization,
+                // Location, Medication, ...) is read where the patient's record refers to it;
+                // never written (403), never found by a search across all types.
+                match resource_type {
+                    Some(t) if outside_patient_compartment(t) => match action {
+                        Action::Read | Action::Search => {
+                            AccessPredicate::ReferencedFromCompartment(vec![patient.clone()])
+                        }
+                        Action::Create | Action::Update | Action::Delete => AccessPredicate::DenyAll,
+                    },
+                    _ => compartment,
+                }
+            }
             (Context::Patient, None) => AccessPredicate::DenyAll,
         }
     }
 
     /// The union of what the covering permissions reach.
-    fn granted(&self, covers: impl Fn(&Permission) -> bool) -> AccessPredicate {
+    fn granted(&self, resource_type: Option<&str>, action: Action) -> AccessPredicate {
+        let covers = |p: &Permission| match resource_type {
+            Some(t) => p.covers(t, action),
+            None => p.covers_every_type(action),
+        };
         let mut any = Vec::new();
         for (p, filter) in self.permissions.iter().zip(&self.filters).filter(|(p, _)| covers(p)) {
-            any.push(AccessPredicate::All(vec![self.base(p.context), filter.clone()]));
+            any.push(AccessPredicate::All(vec![self.base(p.context, resource_type, action), filter.clone()]));
         }
         AccessPredicate::Any(any)
     }
@@ -209,7 +229,7 @@ impl AccessScope {
 
     /// The resources of `resource_type` the caller may reach with `action`.
     pub fn predicate(&self, resource_type: &str, action: Action) -> AccessPredicate {
-        self.narrowed(self.granted(|p| p.covers(resource_type, action)), Some(resource_type), action)
+        self.narrowed(self.granted(Some(resource_type), action), Some(resource_type), action)
     }
 
     /// For an interaction across all types (system search or history): only permissions on
@@ -219,8 +239,13 @@ impl AccessScope {
     }
 
     pub fn predicate_every_type(&self, action: Action) -> AccessPredicate {
-        self.narrowed(self.granted(|p| p.covers_every_type(action)), None, action)
+        self.narrowed(self.granted(None, action), None, action)
     }
+}
+
+/// Is `resource_type` outside the R4 Patient compartment (no resource of it is ever a member)?
+fn outside_patient_compartment(resource_type: &str) -> bool {
+    bastion_fhir::definitions::patient_compartment_params(resource_type).is_empty()
 }
 
 /// The R4 resource types of the "Anonymous" security category (security.html §6.1.0.2):
@@ -312,7 +337,19 @@ mod tests {
         let s = ann(vec![perm(Context::Patient, None, &[Read, Search])]);
         assert!(s.allows("Observation", Read));
         assert_eq!(s.predicate("Observation", Search), compartment("ann"));
-        assert_eq!(s.predicate("Practitioner", Read), compartment("ann"), "non-compartment types: only what is in it");
+        assert_eq!(s.predicate("Patient", Read), compartment("ann"));
+    }
+
+    #[test]
+    fn patient_scope_reads_types_outside_the_compartment_where_the_record_refers_to_them() {
+        let s = ann(vec![perm(Context::Patient, None, &[Create, Read, Update, Search])]);
+        for t in ["Practitioner", "Organization", "Medication", "Location"] {
+            assert_eq!(s.predicate(t, Read), AccessPredicate::ReferencedFromCompartment(vec!["ann".into()]), "{t}");
+            assert_eq!(s.predicate(t, Search), AccessPredicate::ReferencedFromCompartment(vec!["ann".into()]), "{t}");
+            assert!(!s.allows(t, Create), "{t}: never written under a patient/ scope");
+            assert!(!s.allows(t, Update), "{t}");
+        }
+        assert_eq!(s.predicate_every_type(Search), compartment("ann"), "not across all types");
     }
 
     #[test]
@@ -550,6 +587,7 @@ mod tests {
                 id: "1",
                 compartments: &[],
                 resource: Some(r),
+                referrers: &[],
             })
         };
         assert!(admits(&row("Observation", true)));

@@ -24,6 +24,10 @@ pub enum AccessPredicate {
     /// Only resources in the compartment of one of these patients (Patient resources whose
     /// id is listed count as members of their own compartment).
     PatientCompartment(Vec<String>),
+    /// Resources that a current resource in the compartment of one of these patients refers
+    /// to (how a `patient/` caller reaches the Practitioner, Organization, Medication, ...
+    /// named in the patient's own record).
+    ReferencedFromCompartment(Vec<String>),
     /// Resources of one of these types (how a rule about some types enters the predicate of
     /// an interaction across all types).
     ResourceType(Vec<String>),
@@ -47,6 +51,10 @@ pub struct AccessRow<'a> {
     pub compartments: &'a [String],
     /// The version's content; `None` for a delete tombstone (which has no token values).
     pub resource: Option<&'a Value>,
+    /// The patients (of those the predicate names) whose compartment holds a current resource
+    /// referring to this one; looked up by the store only when [`AccessPredicate::referrer_patients`]
+    /// asks for it, empty otherwise.
+    pub referrers: &'a [String],
 }
 
 impl AccessPredicate {
@@ -60,6 +68,7 @@ impl AccessPredicate {
                     || row.compartments.iter().any(|c| patients.contains(c))
             }
             AccessPredicate::ResourceType(types) => types.iter().any(|t| t == row.resource_type),
+            AccessPredicate::ReferencedFromCompartment(patients) => row.referrers.iter().any(|p| patients.contains(p)),
             AccessPredicate::Token { param, values } => row.resource.is_some_and(|r| {
                 crate::index::token_rows(r, param)
                     .iter()
@@ -78,10 +87,32 @@ impl AccessPredicate {
             AccessPredicate::AllowAll
             | AccessPredicate::DenyAll
             | AccessPredicate::PatientCompartment(_)
-            | AccessPredicate::ResourceType(_) => false,
+            | AccessPredicate::ResourceType(_)
+            | AccessPredicate::ReferencedFromCompartment(_) => false,
             AccessPredicate::Token { .. } => true,
             AccessPredicate::All(ps) | AccessPredicate::Any(ps) => ps.iter().any(AccessPredicate::needs_content),
             AccessPredicate::Not(p) => p.needs_content(),
+        }
+    }
+
+    /// The patients whose referrers the in-memory check needs (see [`AccessRow::referrers`]);
+    /// empty when no part of the predicate asks.
+    pub fn referrer_patients(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_referrer_patients(&mut out);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn collect_referrer_patients(&self, out: &mut Vec<String>) {
+        match self {
+            AccessPredicate::ReferencedFromCompartment(ps) => out.extend(ps.iter().cloned()),
+            AccessPredicate::All(ps) | AccessPredicate::Any(ps) => {
+                ps.iter().for_each(|p| p.collect_referrer_patients(out))
+            }
+            AccessPredicate::Not(p) => p.collect_referrer_patients(out),
+            _ => {}
         }
     }
 
@@ -137,7 +168,7 @@ impl AccessPredicate {
                 Not(inner) => *inner,
                 p => Not(Box::new(p)),
             },
-            PatientCompartment(ps) | ResourceType(ps) if ps.is_empty() => DenyAll,
+            PatientCompartment(ps) | ResourceType(ps) | ReferencedFromCompartment(ps) if ps.is_empty() => DenyAll,
             Token { values, .. } if values.is_empty() => DenyAll,
             p => p,
         }
@@ -161,7 +192,7 @@ mod tests {
     use serde_json::json;
 
     fn row<'a>(t: &'a str, id: &'a str, c: &'a [String], r: Option<&'a Value>) -> AccessRow<'a> {
-        AccessRow { resource_type: t, id, compartments: c, resource: r }
+        AccessRow { resource_type: t, id, compartments: c, resource: r, referrers: &[] }
     }
 
     fn lab() -> AccessPredicate {
@@ -248,6 +279,33 @@ mod tests {
             Any(vec![All(vec![c.clone(), AllowAll, ResourceType(vec!["X".into()])]), c.clone()]).simplified(),
             c
         );
+    }
+
+    #[test]
+    fn referenced_from_compartment_admits_what_the_patients_record_refers_to() {
+        let p = AccessPredicate::ReferencedFromCompartment(vec!["a".into()]);
+        let a = ["a".to_string()];
+        let b = ["b".to_string()];
+        assert!(p.admits(&AccessRow {
+            resource_type: "Practitioner",
+            id: "d",
+            compartments: &[],
+            resource: None,
+            referrers: &a
+        }));
+        assert!(!p.admits(&AccessRow {
+            resource_type: "Practitioner",
+            id: "d",
+            compartments: &[],
+            resource: None,
+            referrers: &b
+        }));
+        assert!(!p.admits(&row("Practitioner", "d", &[], None)));
+        assert_eq!(
+            AccessPredicate::Any(vec![AccessPredicate::DenyAll, p.clone()]).referrer_patients(),
+            vec!["a".to_string()]
+        );
+        assert!(lab().referrer_patients().is_empty());
     }
 
     #[test]

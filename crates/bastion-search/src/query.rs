@@ -343,6 +343,12 @@ pub struct SearchQuery {
     pub clauses: Vec<Clause>,
     /// `_sort` keys, most significant first; the store breaks ties by insertion order.
     pub sort: Vec<SortKey>,
+    /// The access predicate of each type that chains and `_has` reach (see
+    /// [`SearchQuery::reached_types`]), set by the caller's authorization; a reached type
+    /// missing from the list reaches nothing. `None`: the search's own predicate applies to
+    /// them too, which is right only where that predicate is the same for every type (the
+    /// server's own work, a caller without restrictions).
+    pub reached_access: Option<Vec<(String, crate::AccessPredicate)>>,
 }
 
 /// One `_sort` key.
@@ -563,7 +569,13 @@ impl SearchQuery {
         for (name, value) in params {
             clauses.push(parse_param(resource_type, name, value, 0, &ctx)?);
         }
-        Ok(SearchQuery { resource_type: resource_type.into(), types: Vec::new(), clauses, sort: Vec::new() })
+        Ok(SearchQuery {
+            resource_type: resource_type.into(),
+            types: Vec::new(),
+            clauses,
+            sort: Vec::new(),
+            reached_access: None,
+        })
     }
 
     /// The other resource types the query looks into: chain targets and `_has` sources, at

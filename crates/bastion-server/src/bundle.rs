@@ -320,8 +320,9 @@ pub async fn apply_transaction(
                 let mut id = Some(interactions::new_id());
                 let mut target = None;
                 if let Some(q) = &e.ctx.conditions.if_none_exist {
-                    let query = SearchQuery::parse_conditional(resource_type, q)
+                    let mut query = SearchQuery::parse_conditional(resource_type, q)
                         .map_err(|err| ApiError::from(err).in_entry(e.index))?;
+                    engine.scope_reached(&e.ctx, &mut query).map_err(|err| err.in_entry(e.index))?;
                     let access = engine.access_of(&e.ctx, resource_type, bastion_policy::Action::Search);
                     let found = tx.find_ids(&access, &query, 2).await?;
                     match found.as_slice() {
@@ -367,7 +368,9 @@ pub async fn apply_transaction(
                 continue;
             }
             let (t, q) = c.split_once('?').unwrap_or((&c, ""));
-            let query = SearchQuery::parse_conditional(t, q).map_err(|err| ApiError::from(err).in_entry(e.index))?;
+            let mut query =
+                SearchQuery::parse_conditional(t, q).map_err(|err| ApiError::from(err).in_entry(e.index))?;
+            engine.scope_reached(&e.ctx, &mut query).map_err(|err| err.in_entry(e.index))?;
             let access = engine.access_of(&e.ctx, t, bastion_policy::Action::Search);
             let found = tx.find_ids(&access, &query, 2).await?;
             match found.as_slice() {

@@ -242,7 +242,13 @@ impl Engine {
             } else {
                 None
             };
-            let row = AccessRow { resource_type, id, compartments: &old.compartments, resource: content.as_ref() };
+            let row = AccessRow {
+                resource_type,
+                id,
+                compartments: &old.compartments,
+                resource: content.as_ref(),
+                referrers: &[],
+            };
             if !access.admits(&row) {
                 return Err(ApiError::NotFound(format!("{resource_type}/{id} is not known")));
             }
@@ -253,6 +259,9 @@ impl Engine {
                 id,
                 compartments: &bastion_search::index::patient_compartments(body),
                 resource: Some(body),
+                // A write never reaches a resource through the references of others: a
+                // patient-scoped caller may read a referenced Practitioner, not change it.
+                referrers: &[],
             })
         {
             return Err(ApiError::Forbidden(format!(
@@ -363,8 +372,24 @@ impl Engine {
         resource_type: &str,
         query: &str,
     ) -> Result<Vec<String>, ApiError> {
-        let q = SearchQuery::parse_conditional(resource_type, query)?;
+        let mut q = SearchQuery::parse_conditional(resource_type, query)?;
+        self.scope_reached(ctx, &mut q)?;
         Ok(tx.find_ids(&ctx.access, &q, 2).await?)
+    }
+
+    /// Chains and `_has` look into other types: the caller must be allowed to search each
+    /// (403 otherwise), and their rows are matched under its predicate for that type, so that
+    /// they cannot be used as an oracle on what it may not see.
+    pub(crate) fn scope_reached(&self, ctx: &RequestContext, query: &mut SearchQuery) -> Result<(), ApiError> {
+        let Some(scope) = &ctx.scope else { return Ok(()) };
+        let mut reached = Vec::new();
+        for t in query.reached_types() {
+            self.may(ctx, &t, Action::Search)?;
+            let predicate = scope.predicate(&t, Action::Search);
+            reached.push((t, predicate));
+        }
+        query.reached_access = Some(reached);
+        Ok(())
     }
 
     pub fn written_reply(&self, status: StatusCode, v: &StoredVersion) -> Reply {
@@ -727,10 +752,7 @@ impl Engine {
         if system {
             query.types = types.clone();
         }
-        // Chains and _has look into other types: the caller must be allowed to search them.
-        for t in query.reached_types() {
-            self.may(ctx, &t, Action::Search)?;
-        }
+        self.scope_reached(ctx, &mut query)?;
         if let Some(patient) = patient_compartment {
             query.clauses.push(Clause::InPatientCompartment(patient.to_string()));
         }

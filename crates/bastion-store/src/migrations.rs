@@ -15,6 +15,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 5, sql: include_str!("../migrations/sqlite/0005_string_collation.sql") },
     Migration { version: 6, sql: include_str!("../migrations/sqlite/0006_auth_state.sql") },
     Migration { version: 7, sql: include_str!("../migrations/sqlite/0007_auth_grants.sql") },
+    Migration { version: 8, sql: include_str!("../migrations/sqlite/0008_reference_targets.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -25,6 +26,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 5, sql: include_str!("../migrations/postgres/0005_string_collation.sql") },
     Migration { version: 6, sql: include_str!("../migrations/postgres/0006_auth_state.sql") },
     Migration { version: 7, sql: include_str!("../migrations/postgres/0007_auth_grants.sql") },
+    Migration { version: 8, sql: include_str!("../migrations/postgres/0008_reference_targets.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

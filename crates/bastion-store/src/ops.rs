@@ -28,6 +28,24 @@ pub(crate) trait Conn: Send + Sync {
     }
 }
 
+/// The rows the predicate admits, checked in memory (see [`sql::recheck`]); the referrer
+/// facts are looked up first when the predicate needs them.
+async fn recheck(
+    c: &dyn Conn,
+    access: &AccessPredicate,
+    rows: Vec<StoredVersion>,
+    kind: sql::Rows,
+) -> Result<Vec<StoredVersion>> {
+    let patients = access.referrer_patients();
+    let mut referrers = Vec::new();
+    if !patients.is_empty() {
+        for v in &rows {
+            referrers.push(c.texts(&sql::referrers(&v.resource_type, &v.id, &patients)).await?);
+        }
+    }
+    Ok(sql::recheck(access, rows, kind, &referrers))
+}
+
 fn stmt(text: &str, params: Vec<SqlValue>) -> Sql {
     Sql { text: text.to_string(), params }
 }
@@ -38,7 +56,10 @@ pub(crate) async fn read(
     rtype: &str,
     id: &str,
 ) -> Result<Option<StoredVersion>> {
-    Ok(sql::recheck(access, c.versions(&sql::read(access, rtype, id)).await?, sql::Rows::Current).into_iter().next())
+    Ok(recheck(c, access, c.versions(&sql::read(access, rtype, id)).await?, sql::Rows::Current)
+        .await?
+        .into_iter()
+        .next())
 }
 
 pub(crate) async fn vread(
@@ -48,17 +69,18 @@ pub(crate) async fn vread(
     id: &str,
     version: u64,
 ) -> Result<Option<StoredVersion>> {
-    Ok(sql::recheck(access, c.versions(&sql::vread(access, rtype, id, version)).await?, sql::Rows::Versions)
+    Ok(recheck(c, access, c.versions(&sql::vread(access, rtype, id, version)).await?, sql::Rows::Versions)
+        .await?
         .into_iter()
         .next())
 }
 
 pub(crate) async fn history(c: &dyn Conn, access: &AccessPredicate, q: &HistoryQuery) -> Result<Vec<StoredVersion>> {
-    Ok(sql::recheck(access, c.versions(&sql::history(access, q)).await?, sql::Rows::Versions))
+    recheck(c, access, c.versions(&sql::history(access, q)).await?, sql::Rows::Versions).await
 }
 
 pub(crate) async fn search(c: &dyn Conn, access: &AccessPredicate, q: &SearchQuery, page: Page) -> Result<SearchPage> {
-    let items = sql::recheck(access, c.versions(&sql::search(access, q, page)).await?, sql::Rows::Current);
+    let items = recheck(c, access, c.versions(&sql::search(access, q, page)).await?, sql::Rows::Current).await?;
     let total = match page.with_total {
         true => Some(c.int(&sql::search_count(access, q)).await?.unwrap_or(0) as u64),
         false => None,

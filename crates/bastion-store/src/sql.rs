@@ -103,6 +103,19 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
             sql.bind_list(patients);
             sql.push("))");
         }
+        AccessPredicate::ReferencedFromCompartment(patients) if patients.is_empty() => {
+            sql.push("1 = 0");
+        }
+        AccessPredicate::ReferencedFromCompartment(patients) => {
+            sql.pusha(
+                "EXISTS (SELECT 1 FROM idx_reference rf JOIN resources rr ON rr.pk = rf.res_pk \
+                 JOIN compartments rc ON rc.res_pk = rr.pk AND rc.version_id = rr.version_id \
+                 WHERE rf.target_id = {v}.res_id AND rf.target_type = {v}.res_type AND rc.patient_id IN ",
+                &a,
+            );
+            sql.bind_list(patients);
+            sql.push(")");
+        }
         AccessPredicate::ResourceType(types) if types.is_empty() => {
             sql.push("1 = 0");
         }
@@ -221,7 +234,38 @@ impl Sql {
 /// itself, a planner without statistics may instead materialise the broadest clause
 /// (`category=laboratory`: half the table) and probe it; with this shape both backends
 /// start from the narrow set.
+/// The predicates one search applies: its own, and, for the rows of other types that chains
+/// and `_has` reach, each of those types' own.
+#[derive(Clone, Copy)]
+struct Reach<'a> {
+    main: &'a AccessPredicate,
+    /// `None`: the search's own predicate everywhere (only right when it is the same for
+    /// every type, as for the server's own work).
+    reached: Option<&'a [(String, AccessPredicate)]>,
+}
+
+impl Reach<'_> {
+    /// The predicate for rows that may be of any of `types`; a type the authorization did not
+    /// decide reaches nothing.
+    fn of(&self, types: &[String]) -> AccessPredicate {
+        let Some(reached) = self.reached else { return self.main.clone() };
+        let one =
+            |t: &str| reached.iter().find(|(x, _)| x == t).map(|(_, p)| p.clone()).unwrap_or(AccessPredicate::DenyAll);
+        match types {
+            [t] => one(t),
+            _ => AccessPredicate::Any(
+                types
+                    .iter()
+                    .map(|t| AccessPredicate::All(vec![AccessPredicate::ResourceType(vec![t.clone()]), one(t)]))
+                    .collect(),
+            )
+            .simplified(),
+        }
+    }
+}
+
 fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate, driver: Option<usize>) {
+    let access = &Reach { main: access, reached: query.reached_access.as_deref() };
     let top = Alias { r: "r".into(), v: "v".into(), types: query.scope_types(), correlated: false };
     for (i, clause) in query.clauses.iter().enumerate() {
         sql.push(" AND ");
@@ -249,7 +293,7 @@ fn driver(query: &SearchQuery) -> Option<usize> {
 /// One clause over the rows aliased in `a`. Chains and `_has` open a subquery on other rows,
 /// aliased by depth, and apply the caller's access predicate to those rows too: a chain never
 /// matches through a resource the caller may not see.
-fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &AccessPredicate, a: &Alias, depth: usize) {
+fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Reach<'_>, a: &Alias, depth: usize) {
     match clause {
         Clause::Id(ids) => {
             sql.pusha("{r}.res_id IN ", a).bind_list(ids);
@@ -449,7 +493,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(" AND ");
             push_clause(sql, inner, &target_types[0], access, t, n);
             sql.push(" AND ");
-            push_access_as(sql, access, &t.v);
+            push_access_as(sql, &access.of(target_types), &t.v);
             sql.push(")");
         }
         Clause::Chain { param, target_types, inner } => {
@@ -469,7 +513,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(" AND ");
             push_clause(sql, inner, &target_types[0], access, t, n);
             sql.push(" AND ");
-            push_access_as(sql, access, &t.v);
+            push_access_as(sql, &access.of(target_types), &t.v);
             sql.push("))");
         }
         Clause::Has { source_type, param, inner } => {
@@ -494,7 +538,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
                 sql.push(" AND ");
                 push_clause(sql, inner, source_type, access, t, n);
                 sql.push(" AND ");
-                push_access_as(sql, access, &t.v);
+                push_access_as(sql, &access.of(std::slice::from_ref(source_type)), &t.v);
                 sql.push(")");
                 return;
             }
@@ -510,7 +554,7 @@ fn push_clause(sql: &mut Sql, clause: &Clause, resource_type: &str, access: &Acc
             sql.push(" AND ");
             push_clause(sql, inner, source_type, access, t, n);
             sql.push(" AND ");
-            push_access_as(sql, access, &t.v);
+            push_access_as(sql, &access.of(std::slice::from_ref(source_type)), &t.v);
             sql.push(")");
         }
     }
@@ -912,16 +956,23 @@ pub enum Rows {
 /// The in-memory half of "two evaluators": every row a read path returns is re-checked
 /// against the predicate. A current row the SQL let through but the predicate rejects is a
 /// bug in one of them; it is logged loudly and withheld, never returned.
-pub fn recheck(access: &AccessPredicate, rows: Vec<crate::StoredVersion>, kind: Rows) -> Vec<crate::StoredVersion> {
+pub fn recheck(
+    access: &AccessPredicate,
+    rows: Vec<crate::StoredVersion>,
+    kind: Rows,
+    referrers: &[Vec<String>],
+) -> Vec<crate::StoredVersion> {
     let content = access.needs_content();
     rows.into_iter()
-        .filter(|v| {
+        .enumerate()
+        .filter(|(i, v)| {
             let parsed = if content { v.body.as_deref().and_then(|b| serde_json::from_slice(b).ok()) } else { None };
             let row = AccessRow {
                 resource_type: &v.resource_type,
                 id: &v.id,
                 compartments: &v.compartments,
                 resource: parsed.as_ref(),
+                referrers: referrers.get(*i).map(Vec::as_slice).unwrap_or(&[]),
             };
             let ok = access.admits(&row);
             if !ok && kind == Rows::Current {
@@ -932,7 +983,20 @@ pub fn recheck(access: &AccessPredicate, rows: Vec<crate::StoredVersion>, kind: 
             }
             ok
         })
+        .map(|(_, v)| v)
         .collect()
+}
+
+/// Which of `patients` have a current resource in their compartment that refers to
+/// `resource_type/id` (the facts [`AccessRow::referrers`] holds).
+pub fn referrers(resource_type: &str, id: &str, patients: &[String]) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT DISTINCT rc.patient_id FROM idx_reference rf JOIN resources rr ON rr.pk = rf.res_pk \
+         JOIN compartments rc ON rc.res_pk = rr.pk AND rc.version_id = rr.version_id WHERE rf.target_id = ",
+    );
+    sql.bind_text(id).push(" AND rf.target_type = ").bind_text(resource_type).push(" AND rc.patient_id IN ");
+    sql.bind_list(patients);
+    sql
 }
 
 #[cfg(test)]
