@@ -16,6 +16,7 @@ both_backends!(metadata_describes_what_the_server_supports, |srv| {
     for c in ["read", "vread", "create", "update", "patch", "delete", "history-instance", "search-type"] {
         assert!(codes.contains(&c), "{c}");
     }
+    assert_eq!(patient["operation"][0]["name"], "everything");
     let params: Vec<&str> =
         patient["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     for p in ["identifier", "_id", "_lastUpdated", "name", "birthdate", "general-practitioner"] {

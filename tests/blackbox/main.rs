@@ -11,6 +11,7 @@ mod capability;
 mod cli;
 mod conditional;
 mod crud;
+mod everything;
 mod external_idp;
 mod history;
 mod import;

@@ -73,7 +73,7 @@ pub fn capability_statement(base: &str) -> Value {
                     "documentation": "resources that a List (by id) holds as entry.item"
                 })))
                 .collect();
-            json!({
+            let mut resource = json!({
                 "type": t,
                 "interaction": interactions.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
@@ -84,7 +84,14 @@ pub fn capability_statement(base: &str) -> Value {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": params,
-            })
+            });
+            if t == "Patient" {
+                resource["operation"] = json!([{
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                }]);
+            }
+            resource
         })
         .collect();
     json!({

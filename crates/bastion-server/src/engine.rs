@@ -189,6 +189,30 @@ impl Engine {
                 every_type(Action::Search)?
             }
             Interaction::Search { resource_type, .. } => on_type(resource_type, Action::Search)?,
+            Interaction::Everything { params, .. } => {
+                // Each type under its own predicate: a granular scope or a rule on one type
+                // narrows that type only; types the caller may not search are left out.
+                let types = everything_types(params)?;
+                let allowed: Vec<&String> = types.iter().filter(|t| scope.allows(t, Action::Search)).collect();
+                if allowed.is_empty() || !scope.allows("Patient", Action::Read) {
+                    return Err(ApiError::Forbidden(
+                        "the token does not grant reading the patient's record (Patient and the types of its compartment)"
+                            .into(),
+                    ));
+                }
+                AccessPredicate::Any(
+                    allowed
+                        .into_iter()
+                        .map(|t| {
+                            AccessPredicate::All(vec![
+                                AccessPredicate::ResourceType(vec![t.clone()]),
+                                scope.predicate(t, Action::Search),
+                            ])
+                        })
+                        .collect(),
+                )
+                .simplified()
+            }
         };
         Ok(RequestContext { access, ..ctx.clone() })
     }
@@ -287,8 +311,13 @@ impl Engine {
             }
             Interaction::History { level, params } => self.history(ctx, level, &params).await,
             Interaction::Search { resource_type, params, compartment } => {
-                self.search(ctx, &resource_type, &params, compartment.as_deref()).await
+                let listing = match &compartment {
+                    Some(p) => Listing::Compartment(p),
+                    None => Listing::Plain,
+                };
+                self.search(ctx, &resource_type, &params, listing).await
             }
+            Interaction::Everything { id, params } => self.everything(ctx, &id, &params).await,
             // Boxed: a batch entry runs through `execute` again.
             Interaction::Bundle { body } => Box::pin(crate::bundle::process(self, ctx, body)).await,
             write => {
@@ -718,8 +747,12 @@ impl Engine {
         ctx: &RequestContext,
         resource_type: &str,
         params: &[(String, String)],
-        patient_compartment: Option<&str>,
+        listing: Listing<'_>,
     ) -> Result<Reply, ApiError> {
+        let patient_compartment = match listing {
+            Listing::Plain => None,
+            Listing::Compartment(p) | Listing::Everything(p) => Some(p),
+        };
         // A system-level search parses every parameter for each type it covers, and uses
         // it only if it means something on all of them.
         let system = resource_type == crate::interaction::SYSTEM_SEARCH;
@@ -815,16 +848,20 @@ impl Engine {
         } else {
             self.store.search(&ctx.access, &query, page).await?
         };
-        let included = self.includes(ctx, &includes, &result.items).await?;
+        let mut included = self.includes(ctx, &includes, &result.items).await?;
+        if let Listing::Everything(_) = listing {
+            included.extend(self.referenced_outside_compartment(ctx, &result.items).await?);
+        }
         let link = |off: usize| {
             let mut q = query_string.clone();
             if off > 0 {
                 q.push_str(&format!("&_page={}", self.pages.token(&ctx.caller, &canonical, off)));
             }
-            match patient_compartment {
-                Some(p) => format!("{}/Patient/{p}/{resource_type}?{q}", self.base),
-                None if system => format!("{}?{q}", self.base),
-                None => format!("{}/{resource_type}?{q}", self.base),
+            match listing {
+                Listing::Everything(p) => format!("{}/Patient/{p}/$everything?{q}", self.base),
+                Listing::Compartment(p) => format!("{}/Patient/{p}/{resource_type}?{q}", self.base),
+                Listing::Plain if system => format!("{}?{q}", self.base),
+                Listing::Plain => format!("{}/{resource_type}?{q}", self.base),
             }
         };
         let mut links = vec![("self", link(offset))];
@@ -859,6 +896,71 @@ impl Engine {
             w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));
         }
         Ok(Reply::raw(StatusCode::OK, w.finish()))
+    }
+
+    /// `Patient/[id]/$everything`: the Patient and its compartment, each type under the
+    /// caller's predicate for it (see [`Engine::authorize`]), paged like a search, with the
+    /// resources outside the compartment that the page refers to (Practitioner, Organization,
+    /// Medication, ...) as included entries. `_type` narrows the types, `_since` the
+    /// last-updated time, `_count` the page size. A patient the caller cannot read is a 404.
+    async fn everything(&self, ctx: &RequestContext, id: &str, params: &[(String, String)]) -> Result<Reply, ApiError> {
+        let patient_access = self.access_of(ctx, "Patient", Action::Read);
+        match self.store.read(&patient_access, "Patient", id).await? {
+            Some(v) if !v.is_deleted() => {}
+            _ => return Err(ApiError::NotFound(format!("Patient/{id} is not known"))),
+        }
+        let mut search = vec![("_type".to_string(), everything_types(params)?.join(","))];
+        for (k, v) in params {
+            match k.as_str() {
+                "_type" => {}
+                "_count" | "_page" | "_total" | "_format" | "_pretty" => search.push((k.clone(), v.clone())),
+                "_since" => search.push(("_lastUpdated".into(), format!("ge{v}"))),
+                other if ctx.strict => {
+                    return Err(ApiError::invalid(
+                        IssueType::NotSupported,
+                        format!("$everything does not take the parameter '{other}'"),
+                        None,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        self.search(ctx, crate::interaction::SYSTEM_SEARCH, &search, Listing::Everything(id)).await
+    }
+
+    /// What `items` refer to outside the Patient compartment, each type under the caller's
+    /// read predicate (for a `patient/` caller: what the patient's record refers to).
+    async fn referenced_outside_compartment(
+        &self,
+        ctx: &RequestContext,
+        items: &[StoredVersion],
+    ) -> Result<Vec<StoredVersion>, ApiError> {
+        let mut targets: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+        for v in items {
+            let Some(body) = v.body.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok()) else { continue };
+            collect_references(&body, &mut |t, id| {
+                if bastion_fhir::definitions::patient_compartment_params(t).is_empty()
+                    && bastion_fhir::definitions::is_resource_type(t)
+                {
+                    targets.entry(t.to_string()).or_default().insert(id.to_string());
+                }
+            });
+        }
+        let mut out = Vec::new();
+        for (t, ids) in targets {
+            if ctx.scope.as_ref().is_some_and(|s| !s.allows(&t, Action::Read)) {
+                continue;
+            }
+            let q = SearchQuery {
+                resource_type: t.clone(),
+                clauses: vec![Clause::Id(ids.into_iter().collect())],
+                ..SearchQuery::default()
+            };
+            let access = self.access_of(ctx, &t, Action::Read);
+            let page = Page { offset: 0, limit: self.limits.max_count, with_total: false };
+            out.extend(self.store.search(&access, &q, page).await?.items);
+        }
+        Ok(out)
     }
 
     /// `_include` and `_revinclude` (with `:iterate`, up to [`MAX_INCLUDE_ROUNDS`]): each is
@@ -952,6 +1054,55 @@ fn system_search_types(params: &[(String, String)]) -> Result<Vec<String>, ApiEr
         types = bastion_fhir::definitions::resource_types().iter().map(|t| t.to_string()).collect();
     }
     Ok(types)
+}
+
+/// What a search lists: a type (or every type), a patient's compartment of one type, or a
+/// patient's whole record (`$everything`).
+#[derive(Debug, Clone, Copy)]
+enum Listing<'a> {
+    Plain,
+    Compartment(&'a str),
+    Everything(&'a str),
+}
+
+/// The types `$everything` lists: Patient and every type of the Patient compartment, or
+/// those of them `_type` names.
+fn everything_types(params: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+    let record: Vec<String> = bastion_fhir::definitions::resource_types()
+        .iter()
+        .filter(|t| !bastion_fhir::definitions::patient_compartment_params(t).is_empty())
+        .cloned()
+        .collect();
+    if !params.iter().any(|(k, _)| k == "_type") {
+        return Ok(record);
+    }
+    let asked = system_search_types(params)?;
+    if let Some(t) = asked.iter().find(|t| !record.contains(t)) {
+        return Err(ApiError::invalid(
+            IssueType::Invalid,
+            format!("_type names {t}, which is not a type of the Patient compartment"),
+            Some("_type"),
+        ));
+    }
+    Ok(asked)
+}
+
+/// Calls `f(type, id)` for every relative reference (`Type/id`) in a resource.
+fn collect_references(v: &Value, f: &mut impl FnMut(&str, &str)) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get("reference")
+                && let Some((t, id)) = r.split_once('/')
+                && !id.contains('/')
+                && bastion_fhir::primitives::is_valid_id(id)
+            {
+                f(t, id);
+            }
+            o.values().for_each(|x| collect_references(x, f));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_references(x, f)),
+        _ => {}
+    }
 }
 
 /// How many rounds `:iterate` follows references.

@@ -89,6 +89,12 @@ pub enum Interaction {
         params: Vec<(String, String)>,
         compartment: Option<String>,
     },
+    /// `GET [base]/Patient/[id]/$everything`: the patient's compartment (and what it refers
+    /// to), under the caller's access.
+    Everything {
+        id: String,
+        params: Vec<(String, String)>,
+    },
     /// `POST [base]` with a batch or transaction Bundle.
     Bundle {
         body: Value,
@@ -206,6 +212,9 @@ pub fn parse(method: &str, path: &str, query: &str, body: Option<Body>) -> Resul
             level: HistoryLevel::Instance { resource_type: resource_type(t)?, id: logical_id(id)? },
             params: params(),
         }),
+        ("GET" | "HEAD", ["Patient", id, "$everything"]) => {
+            Ok(Interaction::Everything { id: logical_id(id)?, params: params() })
+        }
         ("GET" | "HEAD", ["Patient", id, t]) if *t != "_history" => Ok(Interaction::Search {
             resource_type: resource_type(t)?,
             params: params(),
