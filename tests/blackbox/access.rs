@@ -380,6 +380,58 @@ smart_backends!(patient_scoped_create_about_another_patient_is_403, |srv| {
     assert_eq!(body(srv.get("Observation?subject=Patient/bob").await).await["total"], 2, "nothing new about bob");
 });
 
+smart_backends!(patient_scoped_create_pointing_at_a_hidden_record_is_refused_like_a_dangling_one, |srv| {
+    let t = writer(&srv).await;
+    let with_member = |target: &str| {
+        let mut o = obs(None, "ann");
+        o["hasMember"] = json!([{"reference": target}]);
+        o
+    };
+    let hidden = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/obs-bob"))).await;
+    let dangling = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/no-such"))).await;
+    assert_eq!(hidden.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(dangling.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (h, d) = (body(hidden).await, body(dangling).await);
+    assert_eq!(h["issue"][0]["code"], d["issue"][0]["code"]);
+    assert_eq!(
+        h["issue"][0]["diagnostics"].as_str().unwrap().replace("obs-bob", "?"),
+        d["issue"][0]["diagnostics"].as_str().unwrap().replace("no-such", "?"),
+        "the answers differ only by the id the caller gave"
+    );
+    let versioned = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/obs-bob/_history/1"))).await;
+    assert_outcome(versioned, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body(srv.get("Observation?has-member=Observation/obs-bob").await).await["total"], 0, "nothing written");
+    let ok = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/obs-ann"))).await;
+    assert_eq!(ok.status(), StatusCode::CREATED, "a visible target is fine");
+});
+
+smart_backends!(patient_scoped_update_pointing_at_a_hidden_record_is_refused, |srv| {
+    let t = writer(&srv).await;
+    let mut o = obs(Some("obs-ann"), "ann");
+    o["focus"] = json!([{"reference": "Patient/bob"}]);
+    assert_outcome(send(&srv, &t, "PUT", "Observation/obs-ann", Some(o)).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let patch = json!([{"op": "add", "path": "/derivedFrom", "value": [{"reference": "Observation/obs-bob"}]}]);
+    assert_outcome(send(&srv, &t, "PATCH", "Observation/obs-ann", Some(patch)).await, StatusCode::UNPROCESSABLE_ENTITY)
+        .await;
+    assert_eq!(body(srv.get("Observation/obs-ann").await).await["meta"]["versionId"], "1");
+});
+
+smart_backends!(patient_scoped_transaction_may_point_at_its_own_new_entries, |srv| {
+    let t = writer(&srv).await;
+    let mut first = obs(None, "ann");
+    first["hasMember"] = json!([{"reference": "urn:uuid:4c3e3b4e-0000-4000-8000-000000000002"}]);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:4c3e3b4e-0000-4000-8000-000000000001", "resource": first, "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:4c3e3b4e-0000-4000-8000-000000000002", "resource": obs(None, "ann"), "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let r = send(&srv, &t, "POST", "", Some(bundle.clone())).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", body(r).await);
+    let mut bad = bundle;
+    bad["entry"][1]["resource"]["hasMember"] = json!([{"reference": "Observation/obs-bob"}]);
+    let r = send(&srv, &t, "POST", "", Some(bad)).await;
+    assert_outcome(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+});
+
 smart_backends!(patient_scoped_create_of_a_new_patient_is_403, |srv| {
     let t = writer(&srv).await;
     let p = json!({"resourceType": "Patient", "name": [{"family": "Other"}]});

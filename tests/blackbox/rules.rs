@@ -300,3 +300,15 @@ fn rule_with_an_unknown_effect_is_refused_at_start() {
     assert!(stderr.contains("rule r1") && stderr.contains("allow"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+rules_backends!(clinician_cannot_point_a_record_at_another_organizations_record, |srv| {
+    let (x, y) = (clinician(&srv, "dr-x").await, clinician(&srv, "dr-y").await);
+    let theirs = create(&srv, &y, weight("ann")).await;
+    let mut o = weight("ann");
+    o["derivedFrom"] = json!([{"reference": format!("Observation/{theirs}")}]);
+    assert_outcome(send(&srv, &x, "POST", "Observation", Some(o)).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let mine = create(&srv, &x, weight("ann")).await;
+    let mut o = weight("ann");
+    o["derivedFrom"] = json!([{"reference": format!("Observation/{mine}")}]);
+    assert_eq!(send(&srv, &x, "POST", "Observation", Some(o)).await.status(), StatusCode::CREATED);
+});

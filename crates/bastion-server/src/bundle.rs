@@ -104,6 +104,7 @@ fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, mut entry
         prefer_return: parent.prefer_return,
         strict: parent.strict,
         caller: parent.caller.clone(),
+        pending: parent.pending.clone(),
     };
     let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
     Ok(Entry { index, full_url, interaction, ctx })
@@ -314,6 +315,7 @@ pub async fn apply_transaction(
     // 1. Decide the identity of every created resource, so references can point at it.
     let mut resolved: HashMap<String, String> = HashMap::new();
     let mut preassigned: HashMap<usize, Option<String>> = HashMap::new(); // None = conditional create matched
+    let mut pending = std::collections::BTreeSet::new();
     for e in &parsed {
         match &e.interaction {
             Interaction::Create { resource_type, .. } => {
@@ -345,6 +347,9 @@ pub async fn apply_transaction(
                 {
                     return Err(entry_error(e.index, "fullUrl is used by more than one entry"));
                 }
+                if let Some(id) = &id {
+                    pending.insert(format!("{resource_type}/{id}"));
+                }
                 preassigned.insert(e.index, id);
             }
             Interaction::Update { resource_type, target: Target::Id(id), .. } => {
@@ -353,9 +358,16 @@ pub async fn apply_transaction(
                 {
                     resolved.insert(f.clone(), format!("{resource_type}/{id}"));
                 }
+                pending.insert(format!("{resource_type}/{id}"));
             }
             _ => {}
         }
+    }
+    // References to what this transaction writes resolve before those entries run (each
+    // of those writes is authorized on its own).
+    let pending = std::sync::Arc::new(pending);
+    for e in &mut parsed {
+        e.ctx.pending = pending.clone();
     }
 
     // 2. Resolve conditional references inside the transaction, then rewrite references.
@@ -411,6 +423,7 @@ pub async fn apply_transaction(
                     engine
                         .check_write(&e.ctx, bastion_policy::Action::Create, &resource_type, "", Some(&mut body), None)
                         .map_err(|err| tag(err, index))?;
+                    engine.check_references(tx, &e.ctx, &body).await.map_err(|err| tag(err, index))?;
                     let v = interactions::create(tx, body, Some(id))
                         .await
                         .map_err(|err| ApiError::from(err).in_entry(index))?;

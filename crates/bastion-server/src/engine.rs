@@ -37,6 +37,9 @@ pub struct RequestContext {
     pub strict: bool,
     /// Who is asking, as paging tokens are bound to it ("anonymous" until authentication).
     pub caller: String,
+    /// `Type/id` of what the transaction this request belongs to creates or updates: a
+    /// reference to one of them resolves even before that entry is written.
+    pub pending: Arc<std::collections::BTreeSet<String>>,
 }
 
 impl RequestContext {
@@ -51,6 +54,7 @@ impl RequestContext {
             prefer_return: PreferReturn::default(),
             strict: false,
             caller: "anonymous".into(),
+            pending: Default::default(),
         }
     }
 }
@@ -295,6 +299,46 @@ impl Engine {
         Ok(())
     }
 
+    /// A write may not point at what the caller cannot read: every relative reference in the
+    /// new content (`Type/id`, version-specific too) must resolve to a resource the caller
+    /// may read, or to one its transaction writes. A missing target and a hidden one are
+    /// refused alike, so the answer reveals nothing. The server's own work (no scope) keeps
+    /// the usual FHIR freedom of dangling references.
+    pub(crate) async fn check_references(
+        &self,
+        tx: &mut dyn StoreTx,
+        ctx: &RequestContext,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        if ctx.scope.is_none() {
+            return Ok(());
+        }
+        let mut targets = std::collections::BTreeSet::new();
+        collect_references(body, &mut |t, id| {
+            targets.insert((t.to_string(), id.to_string()));
+        });
+        for (t, id) in targets {
+            if ctx.pending.contains(&format!("{t}/{id}")) {
+                continue;
+            }
+            let readable = bastion_fhir::definitions::is_resource_type(&t) && {
+                let q = SearchQuery {
+                    resource_type: t.clone(),
+                    clauses: vec![Clause::Id(vec![id.clone()])],
+                    ..SearchQuery::default()
+                };
+                !tx.find_ids(&self.access_of(ctx, &t, Action::Read), &q, 1).await?.is_empty()
+            };
+            if !readable {
+                return Err(ApiError::Unprocessable(vec![Issue::error(
+                    IssueType::Processing,
+                    format!("the reference {t}/{id} does not resolve to a resource this token may read"),
+                )]));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one interaction on its own (writes commit before this returns).
     pub async fn execute(&self, ctx: &RequestContext, interaction: Interaction) -> Result<Reply, ApiError> {
         // Writes are authorized by `write`, which Bundle entries reach directly too.
@@ -454,6 +498,7 @@ impl Engine {
                 }
                 let mut body = body;
                 self.check_write(ctx, Action::Create, &resource_type, "", Some(&mut body), None)?;
+                self.check_references(tx, ctx, &body).await?;
                 let v = interactions::create(tx, body, None).await?;
                 Ok(self.written_reply(StatusCode::CREATED, &v))
             }
@@ -471,6 +516,7 @@ impl Engine {
                                 self.check_body(&body, &resource_type, None)?;
                                 let mut body = body;
                                 self.check_write(ctx, Action::Update, &resource_type, "", Some(&mut body), None)?;
+                                self.check_references(tx, ctx, &body).await?;
                                 let v = interactions::create(tx, body, None).await?;
                                 return Ok(self.written_reply(StatusCode::CREATED, &v));
                             }
@@ -600,6 +646,7 @@ impl Engine {
     ) -> Result<Reply, ApiError> {
         let current = tx.current(resource_type, id).await?;
         self.check_write(ctx, Action::Update, resource_type, id, Some(&mut body), current.as_ref())?;
+        self.check_references(tx, ctx, &body).await?;
         let (v, created) = interactions::update(tx, resource_type, id, body, if_match, method).await?;
         Ok(self.written_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &v))
     }
@@ -1091,12 +1138,16 @@ fn everything_types(params: &[(String, String)]) -> Result<Vec<String>, ApiError
 fn collect_references(v: &Value, f: &mut impl FnMut(&str, &str)) {
     match v {
         Value::Object(o) => {
-            if let Some(Value::String(r)) = o.get("reference")
-                && let Some((t, id)) = r.split_once('/')
-                && !id.contains('/')
-                && bastion_fhir::primitives::is_valid_id(id)
-            {
-                f(t, id);
+            if let Some(Value::String(r)) = o.get("reference") {
+                // `Type/id` or `Type/id/_history/v`; absolute URLs, `#contained` and
+                // `urn:` references are not local resources.
+                let parts: Vec<&str> = r.split('/').collect();
+                if let [t, id] | [t, id, "_history", _] = parts.as_slice()
+                    && bastion_fhir::primitives::is_valid_id(id)
+                    && t.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                {
+                    f(t, id);
+                }
             }
             o.values().for_each(|x| collect_references(x, f));
         }

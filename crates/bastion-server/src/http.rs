@@ -364,6 +364,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             Caller::Unrestricted => AccessPredicate::AllowAll,
             _ => AccessPredicate::DenyAll,
         },
+        pending: Default::default(),
     };
     let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });
     let reply = match engine.execute(&ctx, interaction).await {
