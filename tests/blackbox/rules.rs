@@ -4,7 +4,7 @@
 //! attack, on both backends.
 
 use crate::harness::*;
-use crate::smart::{PASSWORD, seed, smart_toml, tokens_for};
+use crate::smart::{Authorize, Browser, PASSWORD, seed, smart_toml, tokens_for};
 
 const ORG_TAG: &str = "urn:bastion:creating-organization";
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
@@ -29,6 +29,24 @@ password = "{hash}"
 fhir_user = "Practitioner/dr-y"
 roles = ["clinician"]
 organization = "Organization/y"
+
+[[users]]
+username = "dr-ward"
+password = "{hash}"
+fhir_user = "Practitioner/dr-ward"
+roles = ["clinician", "ward-a"]
+organization = "Organization/x"
+
+[[roles]]
+name = "ward-a"
+permissions = []
+
+[[rules]]
+name = "ward-a-patients"
+effect = "allow"
+roles = ["ward-a"]
+types = ["Patient"]
+patients = ["Patient/ann"]
 
 [[rules]]
 name = "own-organization"
@@ -311,4 +329,44 @@ rules_backends!(clinician_cannot_point_a_record_at_another_organizations_record,
     let mut o = weight("ann");
     o["derivedFrom"] = json!([{"reference": format!("Observation/{mine}")}]);
     assert_eq!(send(&srv, &x, "POST", "Observation", Some(o)).await.status(), StatusCode::CREATED);
+});
+
+rules_backends!(patient_chooser_offers_only_the_patients_the_rules_let_the_user_reach, |srv| {
+    let a = Authorize::new(&srv, "launch/patient openid fhirUser patient/Patient.rs");
+    let mut b = Browser::authorize(&srv, &a).await;
+    b.login("dr-ward", PASSWORD).await;
+    let f = b.form();
+    assert_eq!(f.patients, vec!["ann".to_string()], "bob is outside the ward's patients");
+    let mut fields: Vec<(String, String)> =
+        f.scopes.iter().filter(|(_, c)| *c).map(|(v, _)| ("scope".to_string(), v.clone())).collect();
+    fields.push(("patient".into(), "bob".into()));
+    fields.push(("decision".into(), "approve".into()));
+    b.submit("consent", fields).await;
+    let back = b.redirect_params();
+    assert_eq!(back["error"], "invalid_request", "a patient outside the user's reach is refused like a missing one");
+    assert!(!back.contains_key("code"));
+});
+
+rules_backends!(ehr_launch_of_a_patient_outside_the_users_reach_is_refused, |srv| {
+    let t =
+        tokens_for(&srv, "openid fhirUser user/*.rs", "dr-ward").await["access_token"].as_str().unwrap().to_string();
+    let launch = |patient: &str| {
+        let (srv, t) = (&srv, &t);
+        let body = json!({"patient": patient}).to_string();
+        async move {
+            srv.anonymous()
+                .post(format!("{}/auth/launch", srv.root))
+                .bearer_auth(t)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(launch("ann").await.status(), StatusCode::OK);
+    let outside = launch("bob").await;
+    let missing = launch("nobody").await;
+    assert_eq!(outside.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(outside).await, body(missing).await);
 });

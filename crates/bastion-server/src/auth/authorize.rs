@@ -365,13 +365,28 @@ impl AuthService {
         out
     }
 
-    /// The patients the chooser offers: `(id, "Family, Given (id)")`.
-    async fn patient_choices(&self) -> Result<Vec<(String, String)>, AuthError> {
+    /// The records of `resource_type` the deployment's rules let `user` reach at all, whatever
+    /// the scopes of a token: what a launch context and the patient chooser may name.
+    fn user_reach(&self, user: &super::User, resource_type: &str) -> bastion_search::AccessPredicate {
+        use bastion_policy::{Action, Attributes, Context, Permission};
+        let everything = Permission {
+            context: Context::User,
+            resource_type: Some(resource_type.to_string()),
+            actions: vec![Action::Read, Action::Search],
+            filter: Vec::new(),
+        };
+        let attributes = Attributes { roles: user.roles.clone(), organization: user.organization.clone() };
+        bastion_policy::AccessScope::compile(vec![everything], None)
+            .with_rules(attributes, &self.rules)
+            .predicate(resource_type, Action::Search)
+    }
+
+    /// The patients the chooser offers `user`: `(id, "Family, Given (id)")`.
+    async fn patient_choices(&self, user: &super::User) -> Result<Vec<(String, String)>, AuthError> {
         let query =
             bastion_search::SearchQuery::parse("Patient", &[]).map_err(|e| AuthError::KeyStore(e.to_string()))?;
         let page = bastion_store::Page { offset: 0, limit: PATIENT_CHOICES, with_total: false };
-        let found =
-            self.store.search(&bastion_search::AccessPredicate::AllowAll, &query, page).await.map_err(store_error)?;
+        let found = self.store.search(&self.user_reach(user, "Patient"), &query, page).await.map_err(store_error)?;
         Ok(found
             .items
             .iter()
@@ -390,12 +405,11 @@ impl AuthService {
             .collect())
     }
 
-    async fn patient_exists(&self, resource_type: &str, id: &str) -> Result<bool, AuthError> {
-        let found = self
-            .store
-            .read(&bastion_search::AccessPredicate::AllowAll, resource_type, id)
-            .await
-            .map_err(store_error)?;
+    /// Does the record exist, and may `user` reach it under the deployment's rules? (A
+    /// record outside their reach is answered as missing.)
+    async fn visible_to(&self, user: &super::User, resource_type: &str, id: &str) -> Result<bool, AuthError> {
+        let found =
+            self.store.read(&self.user_reach(user, resource_type), resource_type, id).await.map_err(store_error)?;
         Ok(found.is_some_and(|v| !v.is_deleted()))
     }
 }
@@ -587,7 +601,7 @@ pub async fn login(State(auth): State<Arc<AuthService>>, request: Request) -> Re
     });
     let choose_patient = wants_patient && launch_patient.is_none() && user.own_patient().is_none();
     let patients = if choose_patient {
-        match auth.patient_choices().await {
+        match auth.patient_choices(&user).await {
             Ok(p) => Some(p),
             Err(_) => return server_error_page(),
         }
@@ -666,7 +680,7 @@ pub async fn consent(State(auth): State<Arc<AuthService>>, request: Request) -> 
         (Some(l), _) if l.patient.is_some() => l.patient.clone(),
         (_, Some(own)) => Some(own),
         _ if pending.choose_patient => match form.get("patient").filter(|p| !p.is_empty()) {
-            Some(p) => match auth.patient_exists("Patient", p).await {
+            Some(p) => match auth.visible_to(&user, "Patient", p).await {
                 Ok(true) => Some(p.clone()),
                 Ok(false) => return back("invalid_request", "the chosen patient does not exist"),
                 Err(_) => return back("server_error", "the server could not complete the request"),
@@ -765,7 +779,7 @@ pub async fn launch(State(auth): State<Arc<AuthService>>, headers: HeaderMap, bo
         },
         None => return error(StatusCode::UNAUTHORIZED, "invalid_token", "a valid user token is required"),
     };
-    let Some(user) = principal.user.clone().filter(|u| auth.users.contains_key(u)) else {
+    let Some((user, launcher)) = principal.user.clone().and_then(|u| auth.users.get(&u).map(|l| (u, l))) else {
         return error(StatusCode::FORBIDDEN, "insufficient_scope", "only a signed-in user can launch an app");
     };
     let Ok(req) = serde_json::from_slice::<LaunchRequest>(&body) else {
@@ -777,7 +791,7 @@ pub async fn launch(State(auth): State<Arc<AuthService>>, headers: HeaderMap, bo
     };
     for (t, id) in [("Patient", &req.patient), ("Encounter", &req.encounter)] {
         if let Some(id) = id {
-            match auth.patient_exists(t, id).await {
+            match auth.visible_to(launcher, t, id).await {
                 Ok(true) => {}
                 Ok(false) => {
                     return error(
