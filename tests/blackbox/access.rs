@@ -405,6 +405,21 @@ smart_backends!(patient_scoped_create_pointing_at_a_hidden_record_is_refused_lik
     assert_eq!(ok.status(), StatusCode::CREATED, "a visible target is fine");
 });
 
+smart_backends!(caller_that_sees_a_whole_type_may_keep_a_dangling_reference_to_it, |srv| {
+    observations(&srv).await;
+    let t = tokens_for(&srv, "openid fhirUser user/*.cruds", "dr-smith").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut o = obs(None, "ann");
+    o["hasMember"] = json!([{"reference": "Observation/not-yet-loaded"}]);
+    assert_eq!(
+        send(&srv, &t, "POST", "Observation", Some(o)).await.status(),
+        StatusCode::CREATED,
+        "nothing can be hidden from it"
+    );
+});
+
 smart_backends!(patient_scoped_update_pointing_at_a_hidden_record_is_refused, |srv| {
     let t = writer(&srv).await;
     let mut o = obs(Some("obs-ann"), "ann");

@@ -325,6 +325,9 @@ rules_backends!(clinician_cannot_point_a_record_at_another_organizations_record,
     let mut o = weight("ann");
     o["derivedFrom"] = json!([{"reference": format!("Observation/{theirs}")}]);
     assert_outcome(send(&srv, &x, "POST", "Observation", Some(o)).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let mut dangling = weight("ann");
+    dangling["derivedFrom"] = json!([{"reference": "Observation/no-such-observation"}]);
+    assert_outcome(send(&srv, &x, "POST", "Observation", Some(dangling)).await, StatusCode::UNPROCESSABLE_ENTITY).await;
     let mine = create(&srv, &x, weight("ann")).await;
     let mut o = weight("ann");
     o["derivedFrom"] = json!([{"reference": format!("Observation/{mine}")}]);

@@ -300,10 +300,11 @@ impl Engine {
     }
 
     /// A write may not point at what the caller cannot read: every relative reference in the
-    /// new content (`Type/id`, version-specific too) must resolve to a resource the caller
-    /// may read, or to one its transaction writes. A missing target and a hidden one are
-    /// refused alike, so the answer reveals nothing. The server's own work (no scope) keeps
-    /// the usual FHIR freedom of dangling references.
+    /// new content (`Type/id`, version-specific too) to a type the caller does not see
+    /// entirely must resolve to a resource it may read, or to one its transaction writes. A
+    /// missing target and a hidden one are refused alike, so the answer reveals nothing.
+    /// Where the caller sees every resource of the type (and for the server's own work)
+    /// nothing can be hidden, and FHIR's freedom of dangling references stays.
     pub(crate) async fn check_references(
         &self,
         tx: &mut dyn StoreTx,
@@ -321,13 +322,17 @@ impl Engine {
             if ctx.pending.contains(&format!("{t}/{id}")) {
                 continue;
             }
+            let access = self.access_of(ctx, &t, Action::Read);
+            if access == AccessPredicate::AllowAll {
+                continue;
+            }
             let readable = bastion_fhir::definitions::is_resource_type(&t) && {
                 let q = SearchQuery {
                     resource_type: t.clone(),
                     clauses: vec![Clause::Id(vec![id.clone()])],
                     ..SearchQuery::default()
                 };
-                !tx.find_ids(&self.access_of(ctx, &t, Action::Read), &q, 1).await?.is_empty()
+                !tx.find_ids(&access, &q, 1).await?.is_empty()
             };
             if !readable {
                 return Err(ApiError::Unprocessable(vec![Issue::error(
