@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # What authorization costs, measured in one run on loopback with the release binaries (SQLite):
-# read-by-id of one Patient with a patient-scoped token (launch/patient patient/*.rs, from the
-# real login and consent pages driven with curl) against the same reads with a token that may
-# see everything (system/*.cruds), as a ratio.
-# Usage: bench/policy.sh [seconds] [connections]   (after cargo build --release -p bastion -p bastion-bench)
+# read-by-id of one Patient, and a search of that patient's Observations, with a patient-scoped
+# token (launch/patient patient/*.rs, from the real login and consent pages driven with curl)
+# against the same requests with tokens that may see everything: a user's (user/*.rs, the same
+# token machinery, so only the policy differs) and a backend client's (system/*.cruds), as
+# ratios, over interleaved rounds.
+# Usage: bench/policy.sh [seconds per run, 3] [connections, 16] [rounds, 6]   (after cargo build --release -p bastion -p bastion-bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_MEASURED="${1:-10}"
+SECONDS_MEASURED="${1:-3}"
 CONNECTIONS="${2:-16}"
+ROUNDS="${3:-6}"
 BIN=target/release/bastion
 BENCH=target/release/bastion-bench
 WORK="$(mktemp -d)"
@@ -34,15 +37,23 @@ scopes = "system/*.cruds"
 id = "bench-app"
 kind = "public"
 redirect_uris = ["$REDIRECT"]
-scopes = "launch/patient patient/*.rs"
+scopes = "launch/patient patient/*.rs user/*.rs"
 [[users]]
 username = "ann"
 password = "$HASH"
 fhir_user = "Patient/ann"
 roles = ["patient"]
+[[users]]
+username = "dr-all"
+password = "$HASH"
+fhir_user = "Practitioner/dr-all"
+roles = ["clinician"]
 [[roles]]
 name = "patient"
 permissions = ["patient/*.rs"]
+[[roles]]
+name = "clinician"
+permissions = ["user/*.rs"]
 TOML
 BASTION_LOG=warn "$BIN" serve --config "$WORK/bastion.toml" > "$WORK/out" 2>&1 &
 PID=$!
@@ -61,39 +72,67 @@ for p in ann bob; do
   done
 done
 
-# ann signs in on the real pages.
+# Users sign in on the real pages: sign_in USER SCOPE... -> access token.
 field() { grep -o "name=\"$1\" value=\"[^\"]*\"" "$2" | head -1 | sed 's/.*value="//; s/"$//'; }
-curl -s -c "$WORK/jar" -b "$WORK/jar" -G "$ROOT/auth/authorize" \
-  --data-urlencode response_type=code --data-urlencode client_id=bench-app --data-urlencode "redirect_uri=$REDIRECT" \
-  --data-urlencode 'scope=launch/patient patient/*.rs' --data-urlencode state=s --data-urlencode "aud=$ROOT/fhir" \
-  --data-urlencode "code_challenge=$CHALLENGE" --data-urlencode code_challenge_method=S256 > "$WORK/login.html"
-curl -s -c "$WORK/jar" -b "$WORK/jar" --data-urlencode "request=$(field request "$WORK/login.html")" \
-  --data-urlencode "csrf=$(field csrf "$WORK/login.html")" --data-urlencode username=ann \
-  --data-urlencode "password=$PASSWORD" "$ROOT/auth/login" > "$WORK/consent.html"
-curl -s -D "$WORK/headers" -o /dev/null -c "$WORK/jar" -b "$WORK/jar" \
-  --data-urlencode "request=$(field request "$WORK/consent.html")" --data-urlencode "csrf=$(field csrf "$WORK/consent.html")" \
-  --data-urlencode scope=launch/patient --data-urlencode 'scope=patient/*.rs' --data-urlencode decision=approve "$ROOT/auth/consent"
-CODE="$(grep -i '^location:' "$WORK/headers" | sed 's/.*[?&]code=\([^&]*\).*/\1/' | tr -d '\r\n')"
-PATIENT="$(curl -s -d grant_type=authorization_code --data-urlencode "code=$CODE" --data-urlencode "redirect_uri=$REDIRECT" \
-  -d client_id=bench-app --data-urlencode "code_verifier=$VERIFIER" "$ROOT/auth/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')"
+sign_in() {
+  local user="$1"; shift
+  local jar="$WORK/jar-$user" scopes=() s
+  for s in "$@"; do scopes+=(--data-urlencode "scope=$s"); done
+  curl -s -c "$jar" -b "$jar" -G "$ROOT/auth/authorize" \
+    --data-urlencode response_type=code --data-urlencode client_id=bench-app --data-urlencode "redirect_uri=$REDIRECT" \
+    --data-urlencode "scope=$*" --data-urlencode state=s --data-urlencode "aud=$ROOT/fhir" \
+    --data-urlencode "code_challenge=$CHALLENGE" --data-urlencode code_challenge_method=S256 > "$WORK/login.html"
+  curl -s -c "$jar" -b "$jar" --data-urlencode "request=$(field request "$WORK/login.html")" \
+    --data-urlencode "csrf=$(field csrf "$WORK/login.html")" --data-urlencode "username=$user" \
+    --data-urlencode "password=$PASSWORD" "$ROOT/auth/login" > "$WORK/consent.html"
+  curl -s -D "$WORK/headers" -o /dev/null -c "$jar" -b "$jar" \
+    --data-urlencode "request=$(field request "$WORK/consent.html")" --data-urlencode "csrf=$(field csrf "$WORK/consent.html")" \
+    "${scopes[@]}" --data-urlencode decision=approve "$ROOT/auth/consent"
+  local code
+  code="$(grep -i '^location:' "$WORK/headers" | sed 's/.*[?&]code=\([^&]*\).*/\1/' | tr -d '\r\n')"
+  curl -s -d grant_type=authorization_code --data-urlencode "code=$code" --data-urlencode "redirect_uri=$REDIRECT" \
+    -d client_id=bench-app --data-urlencode "code_verifier=$VERIFIER" "$ROOT/auth/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'
+}
+PATIENT="$(sign_in ann launch/patient 'patient/*.rs')"
+CLINICIAN="$(sign_in dr-all 'user/*.rs')"
 echo ann > "$WORK/ids"
 
 run() { # $1 = token, $2 = scenario args...
   local token="$1"; shift
-  "$BENCH" load --url "$ROOT/fhir" --token "$token" --connections "$CONNECTIONS" --seconds "$SECONDS_MEASURED" --pid "$PID" --json "$@"
+  "$BENCH" load --url "$ROOT/fhir" --token "$token" --connections "$CONNECTIONS" --warmup 1 --seconds "$SECONDS_MEASURED" --pid "$PID" --json "$@"
 }
-run "$ADMIN" --scenario read --ids "$WORK/ids" | tee "$WORK/read-admin.json"
-run "$PATIENT" --scenario read --ids "$WORK/ids" | tee "$WORK/read-patient.json"
+# Short runs, interleaved: every round measures each token once, in turn, so that the machine's
+# drift during the run (large on this shared host: a 10 s figure moves by 20 % from one minute
+# to the next) weighs on every side alike; the figures are means over the rounds, and the
+# spread of the per-round ratios is printed beside them.
+SEARCH='Observation?subject=Patient/ann&_count=20'
+for round in $(seq 1 "$ROUNDS"); do
+  for who in admin clinician patient; do
+    case "$who" in admin) token="$ADMIN" ;; clinician) token="$CLINICIAN" ;; patient) token="$PATIENT" ;; esac
+    run "$token" --scenario read --ids "$WORK/ids" > "$WORK/read-$who-$round.json"
+    run "$token" --scenario get --path "$SEARCH" > "$WORK/search-$who-$round.json"
+  done
+done
 
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" "$ROUNDS" <<'PY'
 import json, sys
-w = sys.argv[1]
-a, p = (json.load(open(f"{w}/read-{n}.json")) for n in ("admin", "patient"))
-assert p["errors"] == 0 and a["errors"] == 0, "a measured request failed"
+w, rounds = sys.argv[1], int(sys.argv[2])
+names = {"admin": "backend token that sees everything (system/*.cruds)",
+         "clinician": "user token that sees everything (user/*.rs)",
+         "patient": "patient-scoped user token (patient/*.rs)"}
 print()
 print("| figure | value |")
 print("|---|---|")
-print(f"| read by id, token that sees everything (system/*.cruds), req/s | {a['requests_per_second']:.0f} (p95 {a['p95_ms']:.2f} ms, CPU {a['server_cpu_us_per_request']:.0f} µs/req) |")
-print(f"| read by id, patient-scoped token (patient/*.rs), req/s | {p['requests_per_second']:.0f} (p95 {p['p95_ms']:.2f} ms, CPU {p['server_cpu_us_per_request']:.0f} µs/req) |")
-print(f"| patient-scoped / sees everything | {p['requests_per_second'] / a['requests_per_second']:.2f} |")
+for what, label in (("read", "read by id (GET Patient/ann)"), ("search", "search (GET Observation?subject=Patient/ann&_count=20)")):
+    runs = {n: [json.load(open(f"{w}/{what}-{n}-{r}.json")) for r in range(1, rounds + 1)] for n in names}
+    for n, rs in runs.items():
+        assert all(r["errors"] == 0 for r in rs), "a measured request failed"
+    rate = {n: sum(r["requests_per_second"] for r in rs) / rounds for n, rs in runs.items()}
+    cpu = {n: sum(r["server_cpu_us_per_request"] for r in rs) / rounds for n, rs in runs.items()}
+    for n in names:
+        print(f"| {label}, {names[n]}, req/s | {rate[n]:.0f} (server CPU {cpu[n]:.0f} µs/req) |")
+    for other in ("clinician", "admin"):
+        per_round = sorted(p["requests_per_second"] / o["requests_per_second"] for p, o in zip(runs["patient"], runs[other]))
+        star = "**" if other == "clinician" else ""
+        print(f"| {star}{what}: patient-scoped / {names[other].split(' (')[0]}{star} | {star}{rate['patient'] / rate[other]:.2f}{star} (rounds {per_round[0]:.2f} to {per_round[-1]:.2f}; CPU per request {cpu[other] / cpu['patient']:.2f}) |")
 PY

@@ -3,8 +3,8 @@
 //! Scenarios: `read` (GET Patient/{id} over a list of ids), `create` (POST Patient),
 //! `token` (client_credentials grants at the token endpoint, with `--client ID:SECRET`),
 //! `update` (PUT Patient/{id}, each connection on its own slice of ids, so no two
-//! connections write the same resource) and `transaction` (POST transaction Bundles, reporting
-//! resources/s as well). The same code measures every scenario of `bastion-bench run`.
+//! connections write the same resource), `transaction` (POST transaction Bundles, reporting
+//! resources/s as well) and `get` (one fixed path, `--path`, for searches and operations). The same code measures every scenario of `bastion-bench run`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +22,9 @@ pub enum Scenario {
     Update,
     Transaction,
     Token,
+    /// GET one fixed path (`--path`, relative to the base) over and over: a search, an
+    /// operation.
+    Get,
 }
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +58,9 @@ pub struct LoadArgs {
     /// Bearer token sent with every request (Bastion answers the FHIR API only with one).
     #[arg(long)]
     pub token: Option<String>,
+    /// The path for the `get` scenario, relative to the base (`Observation?subject=Patient/p1`).
+    #[arg(long)]
+    pub path: Option<String>,
     /// `ID:SECRET` of a confidential client, for the `token` scenario (HTTP Basic).
     #[arg(long)]
     pub client: Option<String>,
@@ -206,6 +212,11 @@ pub async fn main(a: LoadArgs) -> Result<(), String> {
                     }
                 })
             }
+        }
+        Scenario::Get => {
+            let Some(path) = a.path.clone() else { return Err("the get scenario needs --path".into()) };
+            let url = format!("{base}/{}", path.trim_start_matches('/'));
+            Arc::new(move |_, _| load::Req { method: reqwest::Method::GET, url: url.clone(), body: None, form: false })
         }
         Scenario::Token => {
             if a.client.is_none() {
