@@ -37,6 +37,8 @@ fn claims(srv: &Server) -> AccessClaims {
         fhir_user: None,
         purpose_of_use: None,
         family: None,
+        roles: None,
+        organization: None,
     }
 }
 

@@ -49,6 +49,8 @@ fn start_provider(audience_hint: &str) -> Option<Provider> {
         .env("SCOPES", IDP_SCOPES)
         .env("FHIR_USER", "Practitioner/dr-ext")
         .env("PATIENT", "ann")
+        .env("ROLES", "ward-a offline_access")
+        .env("ORGANIZATION", "general-hospital")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -66,12 +68,17 @@ fn audience() -> String {
 }
 
 async fn idp_token(p: &Provider, resource: &str) -> String {
+    idp_token_for(p, resource, "system/Patient.rs").await
+}
+
+async fn idp_token_for(p: &Provider, resource: &str, scope: &str) -> String {
     let r = reqwest::Client::new()
         .post(format!("{}/token", p.issuer))
         .basic_auth(IDP_CLIENT, Some(IDP_SECRET))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(format!(
-            "grant_type=client_credentials&scope=system%2FPatient.rs&resource={}",
+            "grant_type=client_credentials&scope={}&resource={}",
+            scope.replace('/', "%2F").replace(' ', "+"),
             resource.replace(':', "%3A").replace('/', "%2F")
         ))
         .send()
@@ -176,4 +183,85 @@ idp_backends!(token_claiming_the_trusted_issuer_signed_by_another_key_is_401, |s
     assert_eq!(status_with(&srv, &forged).await, StatusCode::UNAUTHORIZED);
     let unknown = stranger.sign_with_header(&json!({"alg": "ES384", "kid": "not-the-idps"}), &claims);
     assert_eq!(status_with(&srv, &unknown).await, StatusCode::UNAUTHORIZED);
+});
+
+/// A deployment that maps the provider's Keycloak-style roles and organization, with a rule
+/// for the `ward-a` role (its patients only) and one for the organization.
+async fn mapped_deployment(backend: Backend) -> Option<(Server, Provider)> {
+    let p = start_provider(&audience())?;
+    let toml = format!(
+        r#"[[trusted_issuers]]
+issuer = "{}"
+audience = "{}"
+roles_claim = "realm_access.roles"
+organization_claim = "organization"
+
+[[roles]]
+name = "ward-a"
+permissions = []
+
+[[rules]]
+name = "ward-a-patients"
+effect = "allow"
+roles = ["ward-a"]
+types = ["Patient"]
+patients = ["Patient/ann"]
+
+[[rules]]
+name = "own-organization"
+effect = "allow"
+organizations = ["Organization/general-hospital"]
+types = ["Observation"]
+organization = "same"
+"#,
+        p.issuer,
+        audience()
+    );
+    let srv = Server::start_cluster(backend, &toml).await?;
+    Some((srv, p))
+}
+
+macro_rules! mapped_backends {
+    ($name:ident, |$srv:ident, $idp:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let Some(($srv, $idp)) = mapped_deployment(Backend::Sqlite).await else { return };
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(($srv, $idp)) = mapped_deployment(Backend::Postgres).await else { return };
+                $body
+            }
+        }
+    };
+}
+
+mapped_backends!(external_users_roles_and_organization_drive_the_rules, |srv, idp| {
+    for id in ["ann", "bob"] {
+        assert!(
+            srv.put(&format!("Patient/{id}"), &json!({"resourceType": "Patient", "id": id}))
+                .await
+                .status()
+                .is_success()
+        );
+    }
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/ann"}});
+    assert!(srv.post("Observation", &obs).await.status().is_success(), "written by a client without an organization");
+    let token = idp_token_for(&idp, &audience(), IDP_SCOPES).await;
+    let get = |path: &str| {
+        let (srv, token) = (&srv, &token);
+        let url = srv.url(path);
+        async move { srv.anonymous().get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let b = body(get("Patient").await).await;
+    assert_eq!(b["total"], 1, "the ward-a role from realm_access.roles confines it to ann: {b}");
+    assert_eq!(b["entry"][0]["resource"]["id"], "ann");
+    assert_eq!(get("Patient/bob").await.status(), StatusCode::NOT_FOUND);
+    let b = body(get("Observation").await).await;
+    assert_eq!(b["total"], 0, "an Observation of no organization is outside general-hospital's: {b}");
 });

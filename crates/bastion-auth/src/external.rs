@@ -21,11 +21,37 @@ pub struct ClaimMapping {
     pub scope: String,
     pub fhir_user: String,
     pub patient: String,
+    /// Where the user's roles are, as a dotted path (`realm_access.roles` for Keycloak,
+    /// `groups` for Okta): an array of strings or a space-separated string. `None`: the
+    /// issuer's tokens carry no roles.
+    pub roles: Option<String>,
+    /// Where the user's organization is (`Organization/[id]`, or a bare id), dotted path.
+    pub organization: Option<String>,
 }
 
 impl Default for ClaimMapping {
     fn default() -> Self {
-        ClaimMapping { scope: "scope".into(), fhir_user: "fhirUser".into(), patient: "patient".into() }
+        ClaimMapping {
+            scope: "scope".into(),
+            fhir_user: "fhirUser".into(),
+            patient: "patient".into(),
+            roles: None,
+            organization: None,
+        }
+    }
+}
+
+/// The claim at a dotted path (`realm_access.roles`).
+fn at_path<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+/// Role names from a claim: an array of strings or one space-separated string.
+fn role_names(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -112,6 +138,15 @@ pub fn verify_external(
         fhir_user: text(&claims, &issuer.mapping.fhir_user),
         purpose_of_use: None,
         family: None,
+        roles: issuer.mapping.roles.as_deref().map(|path| role_names(at_path(&claims, path))),
+        organization: issuer
+            .mapping
+            .organization
+            .as_deref()
+            .and_then(|path| at_path(&claims, path))
+            .and_then(Value::as_str)
+            .map(|o| if o.starts_with("Organization/") { o.to_string() } else { format!("Organization/{o}") })
+            .filter(|o| o.strip_prefix("Organization/").is_some_and(bastion_fhir::primitives::is_valid_id)),
     })
 }
 
@@ -157,6 +192,52 @@ mod tests {
         assert_eq!(c.patient.as_deref(), Some("p1"), "a bare id");
         assert_eq!(c.fhir_user.as_deref(), Some("Practitioner/d1"));
         assert_eq!(c.jti, "ext:abc");
+    }
+
+    #[test]
+    fn maps_roles_and_organization_at_configured_paths() {
+        let (k, keys) = keyed();
+        let mut cl = claims();
+        cl["realm_access"] = json!({"roles": ["ward-a", "offline_access"]});
+        cl["org"] = json!("general-hospital");
+        let mut i = issuer();
+        let token = k.sign(&cl);
+        let c = verify_external(&token, &i, &keys, now()).unwrap();
+        assert_eq!(c.roles, None, "no roles unless a claim is configured");
+        assert_eq!(c.organization, None);
+        i.mapping.roles = Some("realm_access.roles".into());
+        i.mapping.organization = Some("org".into());
+        let c = verify_external(&token, &i, &keys, now()).unwrap();
+        assert_eq!(c.roles, Some(vec!["ward-a".to_string(), "offline_access".to_string()]));
+        assert_eq!(c.organization.as_deref(), Some("Organization/general-hospital"));
+        cl["org"] = json!("Organization/not an id");
+        cl["realm_access"] = json!({"roles": "ward-a ward-b"});
+        let c = verify_external(&k.sign(&cl), &i, &keys, now()).unwrap();
+        assert_eq!(c.organization, None, "an organization that is no reference is dropped");
+        assert_eq!(c.roles, Some(vec!["ward-a".to_string(), "ward-b".to_string()]));
+    }
+
+    #[test]
+    fn roles_and_organization_are_never_written_into_a_token() {
+        let claims = AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: 0,
+            iat: 0,
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: String::new(),
+            patient: None,
+            encounter: None,
+            fhir_user: None,
+            purpose_of_use: None,
+            family: None,
+            roles: Some(vec!["admin".into()]),
+            organization: Some("Organization/x".into()),
+        };
+        let written = serde_json::to_value(&claims).unwrap();
+        assert!(written.get("roles").is_none() && written.get("organization").is_none(), "{written}");
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub struct AccessClaims {
     /// absent on backend (`client_credentials`) tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// Roles an external issuer's token names (see `external::ClaimMapping::roles`); never
+    /// written into this server's own tokens, whose roles come from the configuration.
+    #[serde(default, skip_serializing)]
+    pub roles: Option<Vec<String>>,
+    /// The organization an external issuer's token names; never in this server's own tokens.
+    #[serde(default, skip_serializing)]
+    pub organization: Option<String>,
 }
 
 /// A refresh token: everything needed to mint the next access token without a lookup. What
@@ -217,6 +224,8 @@ mod tests {
             fhir_user: Some("Practitioner/dr".into()),
             purpose_of_use: None,
             family: None,
+            roles: None,
+            organization: None,
         }
     }
 

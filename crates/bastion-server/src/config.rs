@@ -221,6 +221,11 @@ pub struct TrustedIssuerConfig {
     pub fhir_user_claim: Option<String>,
     /// The claim holding the patient in context (default `patient`; `Patient/` is stripped).
     pub patient_claim: Option<String>,
+    /// Where the user's roles are, a dotted path (`realm_access.roles` for Keycloak, `groups`
+    /// for Okta); roles not defined in `[[roles]]` are ignored. Default: no roles.
+    pub roles_claim: Option<String>,
+    /// Where the user's organization is (`Organization/[id]` or a bare id), a dotted path.
+    pub organization_claim: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -380,6 +380,8 @@ pub struct AuthService {
     trusted: Vec<trusted::TrustedIssuer>,
     /// Attribute rules, checked at start.
     rules: Vec<bastion_policy::Rule>,
+    /// The `[[roles]]` names, for the roles external tokens name.
+    role_names: Vec<String>,
     events: Arc<dyn SecurityEventSink>,
 }
 
@@ -530,6 +532,7 @@ impl AuthService {
             dummy_password: DUMMY_PASSWORD.to_string(),
             trusted,
             rules: config.rules.iter().map(|r| r.to_rule().map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
+            role_names: config.roles.iter().map(|r| r.name.clone()).collect(),
             events: Arc::new(events::LogSink),
         })
     }
@@ -677,6 +680,8 @@ impl AuthService {
             fhir_user: None,
             purpose_of_use: Some(purpose),
             family: None,
+            roles: None,
+            organization: None,
         };
         let token = self.issuer.issue(&claims)?;
         self.record(SecurityEvent::TokenIssued {
@@ -828,6 +833,8 @@ impl AuthService {
             fhir_user: g.user.fhir_user.clone(),
             purpose_of_use: Some(g.purpose_of_use.clone()),
             family: Some(g.family.clone()),
+            roles: None,
+            organization: None,
         };
         let mut out = json!({
             "access_token": self.issuer.issue(&claims)?,
@@ -945,7 +952,12 @@ impl AuthService {
                 .get(&claims.client_id)
                 .map(|c| (c.roles.clone(), c.organization.clone()))
                 .unwrap_or_default(),
-            None => (Vec::new(), None),
+            // A trusted issuer's user: the roles its token names that this deployment
+            // defines (others mean nothing here), and its organization.
+            None => (
+                claims.roles.clone().unwrap_or_default().into_iter().filter(|r| self.role_names.contains(r)).collect(),
+                claims.organization.clone(),
+            ),
         };
         let purpose_of_use =
             claims.purpose_of_use.clone().unwrap_or_else(|| bastion_auth::purpose::DEFAULT.to_string());

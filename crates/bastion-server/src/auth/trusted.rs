@@ -39,6 +39,8 @@ impl TrustedIssuer {
                     scope: c.scope_claim.clone().unwrap_or(d.scope),
                     fhir_user: c.fhir_user_claim.clone().unwrap_or(d.fhir_user),
                     patient: c.patient_claim.clone().unwrap_or(d.patient),
+                    roles: c.roles_claim.clone(),
+                    organization: c.organization_claim.clone(),
                 },
             },
             configured_jwks_uri: c.jwks_uri.clone(),
