@@ -264,6 +264,47 @@ smart_backends!(granular_scope_cannot_create_outside_its_filter, |srv| {
     assert_eq!(post(o).await.status(), StatusCode::CREATED);
 });
 
+smart_backends!(granular_scope_update_cannot_move_a_record_out_of_its_filter, |srv| {
+    observations(&srv).await;
+    categorised(&srv).await;
+    let t = tokens_for(&srv, &lab_scope("rus"), "dr-smith").await["access_token"].as_str().unwrap().to_string();
+    let mut o = body(srv.get("Observation/lab-ann").await).await;
+    o["category"][0]["coding"][0]["code"] = json!("vital-signs");
+    let r = srv
+        .anonymous()
+        .put(srv.url("Observation/lab-ann"))
+        .bearer_auth(&t)
+        .header("Content-Type", "application/fhir+json")
+        .body(o.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_outcome(r, StatusCode::FORBIDDEN).await;
+    let stored = body(srv.get("Observation/lab-ann").await).await;
+    assert_eq!(stored["category"][0]["coding"][0]["code"], "laboratory", "nothing changed");
+    let mut v = body(srv.get("Observation/vital-ann").await).await;
+    v["status"] = json!("amended");
+    let r = srv
+        .anonymous()
+        .put(srv.url("Observation/vital-ann"))
+        .bearer_auth(&t)
+        .header("Content-Type", "application/fhir+json")
+        .body(v.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_outcome(r, StatusCode::NOT_FOUND).await;
+});
+
+smart_backends!(granular_scope_has_does_not_match_through_records_outside_the_filter, |srv| {
+    let t = token(&srv, &lab_scope("rs")).await;
+    categorised(&srv).await;
+    let lab = body(get(&srv, &t, "Patient?_has:Observation:subject:code:text=lab-ann").await).await;
+    assert_eq!(lab["total"], 1);
+    let vital = body(get(&srv, &t, "Patient?_has:Observation:subject:code:text=vital-ann").await).await;
+    assert_eq!(vital["total"], 0, "the vital sign exists but is outside the scope's filter");
+});
+
 smart_backends!(granular_scope_with_a_filter_that_cannot_be_enforced_is_403, |srv| {
     let t = token(&srv, "launch/patient patient/Observation.rs?date=gt2020-01-01").await;
     assert_outcome(get(&srv, &t, "Observation").await, StatusCode::FORBIDDEN).await;
