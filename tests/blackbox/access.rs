@@ -5,6 +5,7 @@
 //! Granular scopes (`patient/Observation.rs?category=...`) narrow a permission to what matches
 //! their filter, on every path. Attribute rules have their own module (`rules.rs`).
 
+use crate::backends_from;
 use crate::harness::*;
 use crate::smart::{seed, smart_backends, smart_toml, tokens_for};
 
@@ -32,20 +33,7 @@ async fn get(srv: &Server, token: &str, path: &str) -> reqwest::Response {
 }
 
 fn ids(bundle: &Value) -> Vec<String> {
-    bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|x| {
-                    format!(
-                        "{}/{}",
-                        x["resource"]["resourceType"].as_str().unwrap(),
-                        x["resource"]["id"].as_str().unwrap()
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    entry_refs(bundle)
 }
 
 const ANN: &str = "launch/patient patient/*.rs";
@@ -376,9 +364,9 @@ smart_backends!(patient_scoped_write_to_a_type_outside_the_compartment_is_403, |
     let t = writer(&srv).await;
     practitioners(&srv).await;
     let changed = json!({"resourceType": "Practitioner", "id": "dr-smith", "name": [{"family": "Changed"}]});
-    assert_outcome(send(&srv, &t, "PUT", "Practitioner/dr-smith", Some(changed)).await, StatusCode::FORBIDDEN).await;
+    assert_outcome(srv.send_as(&t, "PUT", "Practitioner/dr-smith", Some(changed)).await, StatusCode::FORBIDDEN).await;
     let new = json!({"resourceType": "Organization", "name": "Made up"});
-    assert_outcome(send(&srv, &t, "POST", "Organization", Some(new)).await, StatusCode::FORBIDDEN).await;
+    assert_outcome(srv.send_as(&t, "POST", "Organization", Some(new)).await, StatusCode::FORBIDDEN).await;
     assert_eq!(body(srv.get("Practitioner/dr-smith").await).await["name"][0]["family"], "Smith");
 });
 
@@ -390,15 +378,6 @@ async fn writer(srv: &Server) -> String {
     let t = tokens_for(srv, "launch/patient patient/*.cruds", "dr-smith").await;
     assert_eq!(t["patient"], "ann", "the chooser's first patient");
     t["access_token"].as_str().unwrap().to_string()
-}
-
-async fn send(srv: &Server, token: &str, method: &str, path: &str, body: Option<Value>) -> reqwest::Response {
-    let mut r = srv.anonymous().request(method.parse().unwrap(), srv.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        let ct = if method == "PATCH" { "application/json-patch+json" } else { "application/fhir+json" };
-        r = r.header("Content-Type", ct).body(b.to_string());
-    }
-    r.send().await.unwrap()
 }
 
 fn obs(id: Option<&str>, subject: &str) -> Value {
@@ -416,8 +395,8 @@ async fn subject_of(srv: &Server, id: &str) -> String {
 
 smart_backends!(patient_scoped_create_about_another_patient_is_403, |srv| {
     let t = writer(&srv).await;
-    assert_outcome(send(&srv, &t, "POST", "Observation", Some(obs(None, "bob"))).await, StatusCode::FORBIDDEN).await;
-    assert_eq!(send(&srv, &t, "POST", "Observation", Some(obs(None, "ann"))).await.status(), StatusCode::CREATED);
+    assert_outcome(srv.send_as(&t, "POST", "Observation", Some(obs(None, "bob"))).await, StatusCode::FORBIDDEN).await;
+    assert_eq!(srv.send_as(&t, "POST", "Observation", Some(obs(None, "ann"))).await.status(), StatusCode::CREATED);
     assert_eq!(body(srv.get("Observation?subject=Patient/bob").await).await["total"], 2, "nothing new about bob");
 });
 
@@ -428,8 +407,8 @@ smart_backends!(patient_scoped_create_pointing_at_a_hidden_record_is_refused_lik
         o["hasMember"] = json!([{"reference": target}]);
         o
     };
-    let hidden = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/obs-bob"))).await;
-    let dangling = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/no-such"))).await;
+    let hidden = srv.send_as(&t, "POST", "Observation", Some(with_member("Observation/obs-bob"))).await;
+    let dangling = srv.send_as(&t, "POST", "Observation", Some(with_member("Observation/no-such"))).await;
     assert_eq!(hidden.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(dangling.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let (h, d) = (body(hidden).await, body(dangling).await);
@@ -439,10 +418,10 @@ smart_backends!(patient_scoped_create_pointing_at_a_hidden_record_is_refused_lik
         d["issue"][0]["diagnostics"].as_str().unwrap().replace("no-such", "?"),
         "the answers differ only by the id the caller gave"
     );
-    let versioned = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/obs-bob/_history/1"))).await;
+    let versioned = srv.send_as(&t, "POST", "Observation", Some(with_member("Observation/obs-bob/_history/1"))).await;
     assert_outcome(versioned, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(body(srv.get("Observation?has-member=Observation/obs-bob").await).await["total"], 0, "nothing written");
-    let ok = send(&srv, &t, "POST", "Observation", Some(with_member("Observation/obs-ann"))).await;
+    let ok = srv.send_as(&t, "POST", "Observation", Some(with_member("Observation/obs-ann"))).await;
     assert_eq!(ok.status(), StatusCode::CREATED, "a visible target is fine");
 });
 
@@ -455,7 +434,7 @@ smart_backends!(caller_that_sees_a_whole_type_may_keep_a_dangling_reference_to_i
     let mut o = obs(None, "ann");
     o["hasMember"] = json!([{"reference": "Observation/not-yet-loaded"}]);
     assert_eq!(
-        send(&srv, &t, "POST", "Observation", Some(o)).await.status(),
+        srv.send_as(&t, "POST", "Observation", Some(o)).await.status(),
         StatusCode::CREATED,
         "nothing can be hidden from it"
     );
@@ -465,10 +444,14 @@ smart_backends!(patient_scoped_update_pointing_at_a_hidden_record_is_refused, |s
     let t = writer(&srv).await;
     let mut o = obs(Some("obs-ann"), "ann");
     o["focus"] = json!([{"reference": "Patient/bob"}]);
-    assert_outcome(send(&srv, &t, "PUT", "Observation/obs-ann", Some(o)).await, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let patch = json!([{"op": "add", "path": "/derivedFrom", "value": [{"reference": "Observation/obs-bob"}]}]);
-    assert_outcome(send(&srv, &t, "PATCH", "Observation/obs-ann", Some(patch)).await, StatusCode::UNPROCESSABLE_ENTITY)
+    assert_outcome(srv.send_as(&t, "PUT", "Observation/obs-ann", Some(o)).await, StatusCode::UNPROCESSABLE_ENTITY)
         .await;
+    let patch = json!([{"op": "add", "path": "/derivedFrom", "value": [{"reference": "Observation/obs-bob"}]}]);
+    assert_outcome(
+        srv.send_as(&t, "PATCH", "Observation/obs-ann", Some(patch)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     assert_eq!(body(srv.get("Observation/obs-ann").await).await["meta"]["versionId"], "1");
 });
 
@@ -480,30 +463,30 @@ smart_backends!(patient_scoped_transaction_may_point_at_its_own_new_entries, |sr
         {"fullUrl": "urn:uuid:4c3e3b4e-0000-4000-8000-000000000001", "resource": first, "request": {"method": "POST", "url": "Observation"}},
         {"fullUrl": "urn:uuid:4c3e3b4e-0000-4000-8000-000000000002", "resource": obs(None, "ann"), "request": {"method": "POST", "url": "Observation"}}
     ]});
-    let r = send(&srv, &t, "POST", "", Some(bundle.clone())).await;
+    let r = srv.send_as(&t, "POST", "", Some(bundle.clone())).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", body(r).await);
     let mut bad = bundle;
     bad["entry"][1]["resource"]["hasMember"] = json!([{"reference": "Observation/obs-bob"}]);
-    let r = send(&srv, &t, "POST", "", Some(bad)).await;
+    let r = srv.send_as(&t, "POST", "", Some(bad)).await;
     assert_outcome(r, StatusCode::UNPROCESSABLE_ENTITY).await;
 });
 
 smart_backends!(patient_scoped_create_of_a_new_patient_is_403, |srv| {
     let t = writer(&srv).await;
     let p = json!({"resourceType": "Patient", "name": [{"family": "Other"}]});
-    assert_outcome(send(&srv, &t, "POST", "Patient", Some(p)).await, StatusCode::FORBIDDEN).await;
+    assert_outcome(srv.send_as(&t, "POST", "Patient", Some(p)).await, StatusCode::FORBIDDEN).await;
 });
 
 smart_backends!(patient_scoped_update_cannot_move_a_record_to_another_patient, |srv| {
     let t = writer(&srv).await;
-    let r = send(&srv, &t, "PUT", "Observation/obs-ann", Some(obs(Some("obs-ann"), "bob"))).await;
+    let r = srv.send_as(&t, "PUT", "Observation/obs-ann", Some(obs(Some("obs-ann"), "bob"))).await;
     assert_outcome(r, StatusCode::FORBIDDEN).await;
     assert_eq!(subject_of(&srv, "obs-ann").await, "Patient/ann");
 });
 
 smart_backends!(patient_scoped_update_of_a_hidden_record_is_404, |srv| {
     let t = writer(&srv).await;
-    let r = send(&srv, &t, "PUT", "Observation/obs-bob", Some(obs(Some("obs-bob"), "ann"))).await;
+    let r = srv.send_as(&t, "PUT", "Observation/obs-bob", Some(obs(Some("obs-bob"), "ann"))).await;
     assert_outcome(r, StatusCode::NOT_FOUND).await;
     assert_eq!(subject_of(&srv, "obs-bob").await, "Patient/bob", "not taken over");
 });
@@ -511,19 +494,19 @@ smart_backends!(patient_scoped_update_of_a_hidden_record_is_404, |srv| {
 smart_backends!(patient_scoped_patch_of_a_hidden_record_is_404, |srv| {
     let t = writer(&srv).await;
     let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
-    assert_outcome(send(&srv, &t, "PATCH", "Observation/obs-bob", Some(patch)).await, StatusCode::NOT_FOUND).await;
+    assert_outcome(srv.send_as(&t, "PATCH", "Observation/obs-bob", Some(patch)).await, StatusCode::NOT_FOUND).await;
     assert_eq!(body(srv.get("Observation/obs-bob").await).await["status"], "final");
 });
 
 smart_backends!(patient_scoped_delete_of_a_hidden_record_is_404, |srv| {
     let t = writer(&srv).await;
-    assert_outcome(send(&srv, &t, "DELETE", "Observation/obs-bob", None).await, StatusCode::NOT_FOUND).await;
+    assert_outcome(srv.send_as(&t, "DELETE", "Observation/obs-bob", None).await, StatusCode::NOT_FOUND).await;
     assert_eq!(srv.get("Observation/obs-bob").await.status(), StatusCode::OK, "still there");
 });
 
 smart_backends!(patient_scoped_conditional_update_matches_only_visible_records, |srv| {
     let t = writer(&srv).await;
-    let r = send(&srv, &t, "PUT", "Observation?_id=obs-bob", Some(obs(None, "ann"))).await;
+    let r = srv.send_as(&t, "PUT", "Observation?_id=obs-bob", Some(obs(None, "ann"))).await;
     assert_eq!(r.status(), StatusCode::CREATED, "the hidden match is not seen: a new record is made");
     assert_eq!(subject_of(&srv, "obs-bob").await, "Patient/bob");
 });
@@ -534,7 +517,7 @@ smart_backends!(transaction_with_an_entry_outside_the_scope_writes_nothing, |srv
         {"resource": obs(None, "ann"), "request": {"method": "POST", "url": "Observation"}},
         {"resource": obs(None, "bob"), "request": {"method": "POST", "url": "Observation"}}
     ]});
-    let r = send(&srv, &t, "POST", "", Some(tx)).await;
+    let r = srv.send_as(&t, "POST", "", Some(tx)).await;
     assert_outcome(r, StatusCode::FORBIDDEN).await;
     assert_eq!(body(srv.get("Observation").await).await["total"], 3, "all or nothing");
 });
@@ -569,27 +552,7 @@ async fn open_server(backend: Backend) -> Option<Server> {
     Server::start_with(backend, "[auth]\nanonymous_read = [\"ValueSet\", \"CodeSystem\"]\n").await
 }
 
-macro_rules! open_backends {
-    ($name:ident, |$srv:ident| $body:block) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let $srv = open_server(Backend::Sqlite).await.unwrap();
-                $body
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some($srv) = open_server(Backend::Postgres).await else { return };
-                $body
-            }
-        }
-    };
-}
-
-open_backends!(configured_anonymous_types_are_readable_without_a_token, |srv| {
+backends_from!(configured_anonymous_types_are_readable_without_a_token, open_server, |srv| {
     let vs =
         json!({"resourceType": "ValueSet", "id": "colors", "status": "active", "url": "http://example.org/vs/colors"});
     assert!(srv.put("ValueSet/colors", &vs).await.status().is_success());
@@ -601,7 +564,7 @@ open_backends!(configured_anonymous_types_are_readable_without_a_token, |srv| {
     );
 });
 
-open_backends!(anonymous_caller_gets_401_for_everything_else, |srv| {
+backends_from!(anonymous_caller_gets_401_for_everything_else, open_server, |srv| {
     let p = json!({"resourceType": "Patient", "id": "p1"});
     assert!(srv.put("Patient/p1", &p).await.status().is_success());
     for path in ["Patient/p1", "Patient", "StructureDefinition"] {

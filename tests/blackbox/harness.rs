@@ -267,6 +267,17 @@ impl Server {
         r.send().await.unwrap()
     }
 
+    /// A request as the caller of `token` (not the admin): `body` as FHIR JSON, or as a JSON
+    /// Patch document with PATCH.
+    pub async fn send_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut r = self.anonymous().request(method.parse().unwrap(), self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            let ct = if method == "PATCH" { "application/json-patch+json" } else { "application/fhir+json" };
+            r = r.header("Content-Type", ct).body(b.to_string());
+        }
+        r.send().await.unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.send("POST", path, body).await
     }
@@ -307,6 +318,25 @@ impl Drop for Server {
 }
 
 /// Reads a response body as JSON.
+/// `Type/id` of every resource entry of a Bundle, in order.
+pub fn entry_refs(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["resource"]["id"].is_string())
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap(),
+                        x["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn body(r: reqwest::Response) -> Value {
     let text = r.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -348,6 +378,30 @@ macro_rules! both_backends {
                 let Some($srv) = $crate::harness::Server::start($crate::harness::Backend::Postgres).await else {
                     return;
                 };
+                $body
+            }
+        }
+    };
+}
+
+/// A test on both backends, each with the server that `$start(backend)` (an async fn returning
+/// `Option<Server>`, `None` where PostgreSQL is not configured) starts and prepares.
+#[macro_export]
+macro_rules! backends_from {
+    ($name:ident, $start:path, |$srv:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $srv = $start($crate::harness::Backend::Sqlite).await.unwrap();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($srv) = $start($crate::harness::Backend::Postgres).await else { return };
                 $body
             }
         }
