@@ -106,15 +106,7 @@ smart_backends!(type_not_granted_is_403_before_any_data, |srv| {
 smart_backends!(write_not_granted_is_403_and_writes_nothing, |srv| {
     let t = token(&srv, ANN).await;
     let o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/ann"}});
-    let r = srv
-        .anonymous()
-        .post(srv.url("Observation"))
-        .bearer_auth(&t)
-        .header("Content-Type", "application/fhir+json")
-        .body(o.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_as(&t, "POST", "Observation", Some(o)).await;
     assert_outcome(r, StatusCode::FORBIDDEN).await;
     let r = srv.anonymous().delete(srv.url("Observation/obs-ann")).bearer_auth(&t).send().await.unwrap();
     assert_outcome(r, StatusCode::FORBIDDEN).await;
@@ -234,22 +226,9 @@ smart_backends!(granular_scope_cannot_create_outside_its_filter, |srv| {
     let t = tokens_for(&srv, &lab_scope("crs"), "dr-smith").await["access_token"].as_str().unwrap().to_string();
     let mut o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
         "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs"}]}], "subject": {"reference": "Patient/ann"}});
-    let post = |o: Value| {
-        let (srv, t) = (&srv, &t);
-        async move {
-            srv.anonymous()
-                .post(srv.url("Observation"))
-                .bearer_auth(t)
-                .header("Content-Type", "application/fhir+json")
-                .body(o.to_string())
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    assert_outcome(post(o.clone()).await, StatusCode::FORBIDDEN).await;
+    assert_outcome(srv.send_as(&t, "POST", "Observation", Some(o.clone())).await, StatusCode::FORBIDDEN).await;
     o["category"][0]["coding"][0]["code"] = json!("laboratory");
-    assert_eq!(post(o).await.status(), StatusCode::CREATED);
+    assert_eq!(srv.send_as(&t, "POST", "Observation", Some(o)).await.status(), StatusCode::CREATED);
 });
 
 smart_backends!(granular_scope_update_cannot_move_a_record_out_of_its_filter, |srv| {
@@ -258,29 +237,13 @@ smart_backends!(granular_scope_update_cannot_move_a_record_out_of_its_filter, |s
     let t = tokens_for(&srv, &lab_scope("rus"), "dr-smith").await["access_token"].as_str().unwrap().to_string();
     let mut o = body(srv.get("Observation/lab-ann").await).await;
     o["category"][0]["coding"][0]["code"] = json!("vital-signs");
-    let r = srv
-        .anonymous()
-        .put(srv.url("Observation/lab-ann"))
-        .bearer_auth(&t)
-        .header("Content-Type", "application/fhir+json")
-        .body(o.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_as(&t, "PUT", "Observation/lab-ann", Some(o)).await;
     assert_outcome(r, StatusCode::FORBIDDEN).await;
     let stored = body(srv.get("Observation/lab-ann").await).await;
     assert_eq!(stored["category"][0]["coding"][0]["code"], "laboratory", "nothing changed");
     let mut v = body(srv.get("Observation/vital-ann").await).await;
     v["status"] = json!("amended");
-    let r = srv
-        .anonymous()
-        .put(srv.url("Observation/vital-ann"))
-        .bearer_auth(&t)
-        .header("Content-Type", "application/fhir+json")
-        .body(v.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = srv.send_as(&t, "PUT", "Observation/vital-ann", Some(v)).await;
     assert_outcome(r, StatusCode::NOT_FOUND).await;
 });
 
