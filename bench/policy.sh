@@ -106,8 +106,10 @@ run() { # $1 = token, $2 = scenario args...
 # to the next) weighs on every side alike; the figures are means over the rounds, and the
 # spread of the per-round ratios is printed beside them.
 SEARCH='Observation?subject=Patient/ann&_count=20'
+ORDERS=("admin clinician patient" "clinician patient admin" "patient admin clinician")
 for round in $(seq 1 "$ROUNDS"); do
-  for who in admin clinician patient; do
+  # The order rotates from round to round, so that no token always comes first.
+  for who in ${ORDERS[$(( (round - 1) % 3 ))]}; do
     case "$who" in admin) token="$ADMIN" ;; clinician) token="$CLINICIAN" ;; patient) token="$PATIENT" ;; esac
     run "$token" --scenario read --ids "$WORK/ids" > "$WORK/read-$who-$round.json"
     run "$token" --scenario get --path "$SEARCH" > "$WORK/search-$who-$round.json"

@@ -115,3 +115,19 @@ async fn import_of_invalid_transaction_bundle_writes_nothing() {
     let srv = f.serve().await;
     assert_eq!(body(srv.get("Patient?_total=accurate").await).await["total"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_keeps_the_creating_organization_of_an_export() {
+    let f = Fixture::new();
+    let stamped = json!({"resourceType": "Observation", "id": "exported", "status": "final", "code": {"text": "hr"},
+        "meta": {"tag": [{"system": "urn:bastion:creating-organization", "code": "Organization/general-hospital"}]}});
+    let n = f.write("obs.ndjson", &format!("{stamped}\n"));
+    let (ok, out) = f.import(&[&n]);
+    assert!(ok, "{out}");
+    let srv = f.serve().await;
+    let o = body(srv.get("Observation/exported").await).await;
+    assert_eq!(o["meta"]["tag"][0]["code"], "Organization/general-hospital", "{o}");
+    let b =
+        body(srv.get("Observation?_tag=urn:bastion:creating-organization|Organization/general-hospital").await).await;
+    assert_eq!(b["total"], 1, "and it is indexed, so the organization rule sees it");
+}
