@@ -898,8 +898,19 @@ pub mod write {
 
 /// Is any of these token ids revoked?
 pub fn any_revoked(ids: &[String]) -> Sql {
-    let mut sql = Sql::new("SELECT 1 FROM auth_revoked WHERE token_id IN ");
-    sql.bind_list(ids);
+    // `token_id = ? OR token_id = ?` rather than `IN (?, ?)`: SQLite builds an ephemeral
+    // table for every execution of an IN list of more than one value, and this runs on
+    // every request made with a user's token (its id and its refresh family).
+    let mut sql = Sql::new("SELECT 1 FROM auth_revoked WHERE ");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("token_id = ").bind_text(id);
+    }
+    if ids.is_empty() {
+        sql.push("1 = 0");
+    }
     sql.push(" LIMIT 1");
     sql
 }
