@@ -121,6 +121,33 @@ smart_backends!(backend_with_a_narrow_system_scope_reaches_only_its_types, |srv|
     assert_outcome(get(&srv, &t, "Observation/obs-ann").await, StatusCode::FORBIDDEN).await;
 });
 
+smart_backends!(backend_with_a_narrow_system_scope_cannot_change_or_infer_other_types, |srv| {
+    observations(&srv).await;
+    let t = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/Patient.rs").await;
+    let ann = json!({"resourceType": "Patient", "id": "ann", "name": [{"family": "Changed"}]});
+    assert_outcome(srv.send_as(&t, "PUT", "Patient/ann", Some(ann)).await, StatusCode::FORBIDDEN).await;
+    assert_outcome(srv.send_as(&t, "POST", "Observation", Some(obs(None, "ann"))).await, StatusCode::FORBIDDEN).await;
+    assert_outcome(srv.send_as(&t, "DELETE", "Patient/bob", None).await, StatusCode::FORBIDDEN).await;
+    let infer = get(&srv, &t, "Patient?_has:Observation:subject:code:text=weight").await;
+    assert_outcome(infer, StatusCode::FORBIDDEN).await;
+    assert_outcome(get(&srv, &t, "_history").await, StatusCode::FORBIDDEN).await;
+    assert_eq!(body(srv.get("Patient/ann").await).await["name"][0]["family"], "Anders", "nothing changed");
+    assert_eq!(srv.get("Patient/bob").await.status(), StatusCode::OK);
+});
+
+smart_backends!(patient_token_system_history_reaches_only_its_compartment, |srv| {
+    let t = token(&srv, ANN).await;
+    let b = body(get(&srv, &t, "_history").await).await;
+    let mut found = ids(&b);
+    found.sort();
+    found.dedup();
+    assert!(
+        found.contains(&"Observation/obs-ann".to_string()) && found.contains(&"Patient/ann".to_string()),
+        "{found:?}"
+    );
+    assert!(!found.iter().any(|r| r.contains("bob") || r.contains("dr-smith")), "{found:?}");
+});
+
 smart_backends!(audit_event_needs_a_scope_that_names_it, |srv| {
     let t = srv.client_credentials(ADMIN_CLIENT, ADMIN_SECRET, "system/*.rs").await;
     assert_outcome(get(&srv, &t, "AuditEvent").await, StatusCode::FORBIDDEN).await;
