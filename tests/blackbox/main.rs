@@ -15,6 +15,7 @@ mod everything;
 mod external_idp;
 mod history;
 mod import;
+mod privacy;
 mod rules;
 mod search;
 mod search_features;

@@ -440,7 +440,8 @@ impl Engine {
                 }
             }
         }
-        validate_resource(body, &self.validation_limits()).map_err(ApiError::BadRequest)
+        validate_resource(body, &self.validation_limits()).map_err(ApiError::BadRequest)?;
+        check_storable_labels(body)
     }
 
     /// Matches a conditional search inside the transaction: up to two ids.
@@ -1211,4 +1212,42 @@ pub(crate) fn stamp_organization(organization: Option<&str>, body: &mut Value, o
             tags.extend(held);
         }
     }
+}
+
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+const OBSERVATION_VALUE: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+
+/// Labels that say a resource must not be stored as it is: `DELAU` (delete after use: never
+/// persisted), and `REDACTED`, `MASKED`, `SUBSETTED` (an incomplete copy, as this server or
+/// another hands out, which must never overwrite or stand for the full record). 422.
+fn check_storable_labels(body: &Value) -> Result<(), ApiError> {
+    let labelled = |list: &str, system: &str, codes: &[&str]| {
+        body.pointer(&format!("/meta/{list}")).and_then(Value::as_array).is_some_and(|labels| {
+            labels.iter().any(|l| {
+                l.get("system").and_then(Value::as_str) == Some(system)
+                    && l.get("code").and_then(Value::as_str).is_some_and(|c| codes.contains(&c))
+            })
+        })
+    };
+    if labelled("security", ACT_CODE, &["DELAU"]) {
+        return Err(ApiError::Unprocessable(vec![
+            Issue::error(
+                IssueType::Processing,
+                "the resource is labelled DELAU (delete after use) and is never stored",
+            )
+            .at("meta.security"),
+        ]));
+    }
+    for list in ["security", "tag"] {
+        if labelled(list, OBSERVATION_VALUE, &["REDACTED", "MASKED", "SUBSETTED"]) {
+            return Err(ApiError::Unprocessable(vec![
+                Issue::error(
+                    IssueType::Processing,
+                    "the resource is a redacted, masked or subsetted copy and cannot be stored as a record",
+                )
+                .at(format!("meta.{list}")),
+            ]));
+        }
+    }
+    Ok(())
 }
