@@ -160,18 +160,14 @@ impl Engine {
     /// applies for it.
     pub fn authorize(&self, ctx: &RequestContext, interaction: &Interaction) -> Result<RequestContext, ApiError> {
         let Some(scope) = &ctx.scope else { return Ok(ctx.clone()) };
-        let on_type = |t: &str, action: Action| -> Result<AccessPredicate, ApiError> {
-            self.may(ctx, t, action)?;
-            Ok(scope.predicate(t, action))
-        };
+        let on_type = |t: &str, action: Action| self.granted(ctx, t, action);
         let every_type = |action: Action| -> Result<AccessPredicate, ApiError> {
-            if scope.allows_every_type(action) {
-                Ok(scope.predicate_every_type(action))
-            } else {
-                Err(ApiError::Forbidden(format!(
+            match scope.predicate_every_type(action) {
+                AccessPredicate::DenyAll => Err(ApiError::Forbidden(format!(
                     "the token does not grant '{}' on every resource type, which a system-wide interaction needs",
                     action.letter()
-                )))
+                ))),
+                p => Ok(p),
             }
         };
         let access = match interaction {
@@ -196,39 +192,43 @@ impl Engine {
             Interaction::Everything { params, .. } => {
                 // Each type under its own predicate: a granular scope or a rule on one type
                 // narrows that type only; types the caller may not search are left out.
-                let types = everything_types(params)?;
-                let allowed: Vec<&String> = types.iter().filter(|t| scope.allows(t, Action::Search)).collect();
-                if allowed.is_empty() || !scope.allows("Patient", Action::Read) {
+                let per_type: Vec<AccessPredicate> = everything_types(params)?
+                    .iter()
+                    .map(|t| {
+                        AccessPredicate::All(vec![
+                            AccessPredicate::ResourceType(vec![t.clone()]),
+                            scope.predicate(t, Action::Search),
+                        ])
+                        .simplified()
+                    })
+                    .filter(|p| *p != AccessPredicate::DenyAll)
+                    .collect();
+                if per_type.is_empty() || !scope.allows("Patient", Action::Read) {
                     return Err(ApiError::Forbidden(
                         "the token does not grant reading the patient's record (Patient and the types of its compartment)"
                             .into(),
                     ));
                 }
-                AccessPredicate::Any(
-                    allowed
-                        .into_iter()
-                        .map(|t| {
-                            AccessPredicate::All(vec![
-                                AccessPredicate::ResourceType(vec![t.clone()]),
-                                scope.predicate(t, Action::Search),
-                            ])
-                        })
-                        .collect(),
-                )
-                .simplified()
+                AccessPredicate::Any(per_type).simplified()
             }
         };
         Ok(RequestContext { access, ..ctx.clone() })
     }
 
-    /// 403 unless the caller may do `action` on `resource_type` at all.
-    pub fn may(&self, ctx: &RequestContext, resource_type: &str, action: Action) -> Result<(), ApiError> {
-        match &ctx.scope {
-            Some(s) if !s.allows(resource_type, action) => {
+    /// The predicate for `action` on `resource_type`, or 403 when the caller may not do it
+    /// at all (decided once: the predicate is the answer to both questions).
+    fn granted(&self, ctx: &RequestContext, resource_type: &str, action: Action) -> Result<AccessPredicate, ApiError> {
+        match self.access_of(ctx, resource_type, action) {
+            AccessPredicate::DenyAll if ctx.scope.is_some() => {
                 Err(ApiError::Forbidden(format!("the token does not grant '{}' on {resource_type}", action.letter())))
             }
-            _ => Ok(()),
+            p => Ok(p),
         }
+    }
+
+    /// 403 unless the caller may do `action` on `resource_type` at all.
+    pub fn may(&self, ctx: &RequestContext, resource_type: &str, action: Action) -> Result<(), ApiError> {
+        self.granted(ctx, resource_type, action).map(|_| ())
     }
 
     /// The predicate for resources of a type that a request reaches besides its own
@@ -315,27 +315,30 @@ impl Engine {
         if ctx.scope.is_none() {
             return Ok(());
         }
-        let mut targets = std::collections::BTreeSet::new();
+        // Every reference by type, then one query per type that the caller does not see
+        // entirely.
+        let mut targets: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
         collect_references(body, &mut |t, id| {
-            targets.insert((t.to_string(), id.to_string()));
-        });
-        for (t, id) in targets {
-            if ctx.pending.contains(&format!("{t}/{id}")) {
-                continue;
+            if !ctx.pending.contains(&format!("{t}/{id}")) {
+                targets.entry(t.to_string()).or_default().insert(id.to_string());
             }
+        });
+        for (t, ids) in targets {
             let access = self.access_of(ctx, &t, Action::Read);
             if access == AccessPredicate::AllowAll {
                 continue;
             }
-            let readable = bastion_fhir::definitions::is_resource_type(&t) && {
+            let found: std::collections::BTreeSet<String> = if bastion_fhir::definitions::is_resource_type(&t) {
                 let q = SearchQuery {
                     resource_type: t.clone(),
-                    clauses: vec![Clause::Id(vec![id.clone()])],
+                    clauses: vec![Clause::Id(ids.iter().cloned().collect())],
                     ..SearchQuery::default()
                 };
-                !tx.find_ids(&access, &q, 1).await?.is_empty()
+                tx.find_ids(&access, &q, ids.len()).await?.into_iter().collect()
+            } else {
+                Default::default()
             };
-            if !readable {
+            if let Some(id) = ids.iter().find(|id| !found.contains(*id)) {
                 return Err(ApiError::Unprocessable(vec![Issue::error(
                     IssueType::Processing,
                     format!("the reference {t}/{id} does not resolve to a resource this token may read"),
@@ -461,11 +464,12 @@ impl Engine {
     /// (403 otherwise), and their rows are matched under its predicate for that type, so that
     /// they cannot be used as an oracle on what it may not see.
     pub(crate) fn scope_reached(&self, ctx: &RequestContext, query: &mut SearchQuery) -> Result<(), ApiError> {
-        let Some(scope) = &ctx.scope else { return Ok(()) };
+        if ctx.scope.is_none() {
+            return Ok(());
+        }
         let mut reached = Vec::new();
         for t in query.reached_types() {
-            self.may(ctx, &t, Action::Search)?;
-            let predicate = scope.predicate(&t, Action::Search);
+            let predicate = self.granted(ctx, &t, Action::Search)?;
             reached.push((t, predicate));
         }
         query.reached_access = Some(reached);
@@ -1002,7 +1006,8 @@ impl Engine {
         }
         let mut out = Vec::new();
         for (t, ids) in targets {
-            if ctx.scope.as_ref().is_some_and(|s| !s.allows(&t, Action::Read)) {
+            let access = self.access_of(ctx, &t, Action::Read);
+            if access == AccessPredicate::DenyAll {
                 continue;
             }
             let q = SearchQuery {
@@ -1010,7 +1015,6 @@ impl Engine {
                 clauses: vec![Clause::Id(ids.into_iter().collect())],
                 ..SearchQuery::default()
             };
-            let access = self.access_of(ctx, &t, Action::Read);
             let page = Page { offset: 0, limit: self.limits.max_count, with_total: false };
             out.extend(self.store.search(&access, &q, page).await?.items);
         }
@@ -1122,13 +1126,16 @@ enum Listing<'a> {
 /// The types `$everything` lists: Patient and every type of the Patient compartment, or
 /// those of them `_type` names.
 fn everything_types(params: &[(String, String)]) -> Result<Vec<String>, ApiError> {
-    let record: Vec<String> = bastion_fhir::definitions::resource_types()
-        .iter()
-        .filter(|t| !bastion_fhir::definitions::patient_compartment_params(t).is_empty())
-        .cloned()
-        .collect();
+    static RECORD: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let record = RECORD.get_or_init(|| {
+        bastion_fhir::definitions::resource_types()
+            .iter()
+            .filter(|t| !bastion_fhir::definitions::patient_compartment_params(t).is_empty())
+            .cloned()
+            .collect()
+    });
     if !params.iter().any(|(k, _)| k == "_type") {
-        return Ok(record);
+        return Ok(record.clone());
     }
     let asked = system_search_types(params)?;
     if let Some(t) = asked.iter().find(|t| !record.contains(t)) {
