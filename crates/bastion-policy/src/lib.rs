@@ -162,21 +162,16 @@ impl AccessScope {
     fn base(&self, context: Context, resource_type: Option<&str>, action: Action) -> AccessPredicate {
         match (context, &self.patient) {
             (Context::User | Context::System, _) => AccessPredicate::AllowAll,
-            (Context::Patient, Some(patient)) => {
-                let compartment = AccessPredicate::PatientCompartment(vec![patient.clone()]);
-                // A type outside the Patient compartment (Practitioner, Organization,
-                // Location, Medication, ...) is read where the patient's record refers to it;
-                // never written (403), never found by a search across all types.
-                match resource_type {
-                    Some(t) if outside_patient_compartment(t) => match action {
-                        Action::Read | Action::Search => {
-                            AccessPredicate::ReferencedFromCompartment(vec![patient.clone()])
-                        }
-                        Action::Create | Action::Update | Action::Delete => AccessPredicate::DenyAll,
-                    },
-                    _ => compartment,
-                }
-            }
+            // A type outside the Patient compartment (Practitioner, Organization, Location,
+            // Medication, ...) is read where the patient's record refers to it; never written
+            // (403), never found by a search across all types.
+            (Context::Patient, Some(patient)) => match resource_type {
+                Some(t) if outside_patient_compartment(t) => match action {
+                    Action::Read | Action::Search => AccessPredicate::ReferencedFromCompartment(vec![patient.clone()]),
+                    Action::Create | Action::Update | Action::Delete => AccessPredicate::DenyAll,
+                },
+                _ => AccessPredicate::PatientCompartment(vec![patient.clone()]),
+            },
             (Context::Patient, None) => AccessPredicate::DenyAll,
         }
     }

@@ -226,14 +226,6 @@ impl Sql {
     }
 }
 
-/// Appends the search clauses over the current-resource row aliased `r`.
-///
-/// The most selective clause (see [`selectivity`]) selects the candidate rows
-/// (`r.pk IN (SELECT res_pk FROM idx_... WHERE ...)`); every other clause tests each
-/// candidate through its own index rows (`EXISTS (... WHERE res_pk = r.pk ...)`). Left to
-/// itself, a planner without statistics may instead materialise the broadest clause
-/// (`category=laboratory`: half the table) and probe it; with this shape both backends
-/// start from the narrow set.
 /// The predicates one search applies: its own, and, for the rows of other types that chains
 /// and `_has` reach, each of those types' own.
 #[derive(Clone, Copy)]
@@ -264,6 +256,14 @@ impl Reach<'_> {
     }
 }
 
+/// Appends the search clauses over the current-resource row aliased `r`.
+///
+/// The most selective clause (see [`selectivity`]) selects the candidate rows
+/// (`r.pk IN (SELECT res_pk FROM idx_... WHERE ...)`); every other clause tests each
+/// candidate through its own index rows (`EXISTS (... WHERE res_pk = r.pk ...)`). Left to
+/// itself, a planner without statistics may instead materialise the broadest clause
+/// (`category=laboratory`: half the table) and probe it; with this shape both backends
+/// start from the narrow set.
 fn push_clauses(sql: &mut Sql, query: &SearchQuery, access: &AccessPredicate, driver: Option<usize>) {
     let access = &Reach { main: access, reached: query.reached_access.as_deref() };
     let top = Alias { r: "r".into(), v: "v".into(), types: query.scope_types(), correlated: false };
@@ -898,9 +898,8 @@ pub mod write {
 
 /// Is any of these token ids revoked?
 pub fn any_revoked(ids: &[String]) -> Sql {
-    // `token_id = ? OR token_id = ?` rather than `IN (?, ?)`: SQLite builds an ephemeral
-    // table for every execution of an IN list of more than one value, and this runs on
-    // every request made with a user's token (its id and its refresh family).
+    // `token_id = ? OR token_id = ?`: one primary-key probe per id (a user's token has two,
+    // its own and its refresh family's), on every request.
     let mut sql = Sql::new("SELECT 1 FROM auth_revoked WHERE ");
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
