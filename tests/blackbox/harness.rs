@@ -39,7 +39,8 @@ static SKIP_BANNER: Once = Once::new();
 /// The public URL of a test deployment with several nodes.
 pub const CLUSTER_URL: &str = "http://cluster.bastion.test";
 
-/// Every test server registers this confidential client; the harness signs in with it.
+/// Every test server registers this confidential client; the harness signs in with it. It
+/// sees every label (clearance V, every sensitivity) and may change labels.
 pub const ADMIN_CLIENT: &str = "blackbox-admin";
 pub const ADMIN_SECRET: &str = "blackbox-admin-secret-0123456789";
 pub const ADMIN_CLIENT_TOML: &str = r#"[[clients]]
@@ -47,6 +48,14 @@ id = "blackbox-admin"
 kind = "confidential"
 secret = "blackbox-admin-secret-0123456789"
 scopes = "system/*.cruds"
+roles = ["blackbox-admin"]
+clearance = "V"
+
+[[roles]]
+name = "blackbox-admin"
+permissions = ["system/*.cruds"]
+sensitivity = ["*"]
+label_admin = true
 "#;
 
 fn loud(msg: &str) {

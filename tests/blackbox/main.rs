@@ -15,6 +15,7 @@ mod everything;
 mod external_idp;
 mod history;
 mod import;
+mod labels;
 mod privacy;
 mod rules;
 mod search;

@@ -8,30 +8,9 @@
 //! is granted only to users with `break_glass = true`, whatever their list says. What a
 //! purpose then permits (the ActReason hierarchy, Consent) is the policy layer's question.
 
-/// The PurposeOfUse codes this server knows (v3-ActReason).
-pub const KNOWN: &[&str] = &[
-    "TREAT",
-    "ETREAT",
-    "BTG",
-    "CAREMGT",
-    "CLINTRL",
-    "CLINTRCH",
-    "POPHLTH",
-    "PUBHLTH",
-    "HRESCH",
-    "HOPERAT",
-    "HPAYMT",
-    "HMARKT",
-    "HSYSADMIN",
-    "HLEGAL",
-    "HDIRECT",
-    "PATRQT",
-    "FAMRQT",
-    "PWATRNY",
-    "SUPNWK",
-    "COVERAGE",
-    "PATADMIN",
-];
+/// The PurposeOfUse codes this server knows (v3-ActReason; one table with the policy's
+/// hierarchy).
+pub const KNOWN: &[&str] = bastion_fhir::labels::PURPOSES;
 
 pub const DEFAULT: &str = "TREAT";
 

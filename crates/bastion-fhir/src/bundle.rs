@@ -6,11 +6,17 @@
 
 use serde_json::Value;
 
+use crate::labels::Confidentiality;
+
 /// Writes one Bundle as JSON text.
 pub struct BundleWriter {
     out: Vec<u8>,
     entries: usize,
     in_entries: bool,
+    /// Where `meta` ends, for the high-water mark written at `finish`.
+    meta_end: usize,
+    /// The highest confidentiality of the entries so far (an OperationOutcome is `U`).
+    confidentiality: Confidentiality,
 }
 
 impl BundleWriter {
@@ -22,6 +28,7 @@ impl BundleWriter {
         push_json(&mut out, &Value::String(id.into()));
         out.extend_from_slice(b",\"meta\":{\"lastUpdated\":");
         push_json(&mut out, &Value::String(last_updated.into()));
+        let meta_end = out.len();
         out.extend_from_slice(b"},\"type\":");
         push_json(&mut out, &Value::String(bundle_type.into()));
         if let Some(t) = total {
@@ -37,7 +44,7 @@ impl BundleWriter {
             }
             out.push(b']');
         }
-        BundleWriter { out, entries: 0, in_entries: false }
+        BundleWriter { out, entries: 0, in_entries: false, meta_end, confidentiality: Confidentiality::U }
     }
 
     fn begin_entry(&mut self) {
@@ -89,6 +96,13 @@ impl BundleWriter {
         self.entry_raw(full_url, Some(&bytes), rest);
     }
 
+    /// Counts an entry of confidentiality `c` into the Bundle's high-water mark (R4: "the
+    /// confidentiality of a bundle is always as confidential as the most confidential
+    /// resource in the bundle").
+    pub fn raise_confidentiality(&mut self, c: Confidentiality) {
+        self.confidentiality = self.confidentiality.max(c);
+    }
+
     pub fn len(&self) -> usize {
         self.entries
     }
@@ -97,11 +111,17 @@ impl BundleWriter {
         self.entries == 0
     }
 
+    /// The Bundle, with its high-water mark in `meta.security`: the confidentiality only,
+    /// never a sensitivity or caveat of an entry (DS4P: they would reveal what is inside).
     pub fn finish(mut self) -> Vec<u8> {
         if self.in_entries {
             self.out.push(b']');
         }
         self.out.push(b'}');
+        let mut label = b",\"security\":[".to_vec();
+        push_json(&mut label, &self.confidentiality.coding());
+        label.push(b']');
+        self.out.splice(self.meta_end..self.meta_end, label);
         self.out
     }
 }
@@ -144,5 +164,20 @@ mod tests {
         let w = BundleWriter::new("b", "t", "history", None, &[]);
         let v: Value = serde_json::from_slice(&w.finish()).unwrap();
         assert!(v.get("entry").is_none());
+    }
+
+    #[test]
+    fn bundle_carries_the_highest_confidentiality_of_its_entries() {
+        let empty: Value =
+            serde_json::from_slice(&BundleWriter::new("b", "t", "searchset", None, &[]).finish()).unwrap();
+        assert_eq!(empty["meta"]["security"][0]["code"], "U", "nothing inside: unrestricted");
+        let mut w = BundleWriter::new("b", "t", "searchset", None, &[]);
+        w.raise_confidentiality(Confidentiality::N);
+        w.raise_confidentiality(Confidentiality::R);
+        w.raise_confidentiality(Confidentiality::L);
+        let v: Value = serde_json::from_slice(&w.finish()).unwrap();
+        assert_eq!(v["meta"]["security"], json!([Confidentiality::R.coding()]));
+        assert_eq!(v["meta"]["lastUpdated"], "t");
+        assert_eq!(v["type"], "searchset");
     }
 }

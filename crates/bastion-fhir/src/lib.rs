@@ -3,6 +3,7 @@
 //! What lives here: the definitions generated from the R4 specification data
 //! ([`definitions`]), structural validation against them ([`validate`]), the
 //! OperationOutcome builder ([`outcome`]), FHIR primitive formats ([`primitives`]),
+//! the security-label vocabulary ([`labels`]),
 //! and helpers to assemble Bundles from stored bytes ([`bundle`]).
 //!
 //! What does not: HTTP, storage, policy. This crate depends on nothing of Bastion's.
@@ -10,6 +11,7 @@
 
 pub mod bundle;
 pub mod definitions;
+pub mod labels;
 pub mod outcome;
 pub mod primitives;
 pub mod validate;

@@ -10,8 +10,9 @@
 //!   [`AccessPredicate`] the store compiles into the SQL of every read path and re-checks on
 //!   every row).
 //!
-//! What it is not (yet): labels, Consent, purpose of use. Those narrow the same predicates
-//! and arrive with their issues.
+//! Security labels ([`labels`]) narrow every predicate but a create's: what a caller reads,
+//! searches, changes or deletes must carry only labels its [`Clearance`] sees. What it is
+//! not (yet): Consent, which narrows the same predicates and arrives with its issue.
 //!
 //! Rules, each failing closed:
 //! - `patient/` permissions reach only the patient in context; without a patient context
@@ -28,10 +29,12 @@
 //!   whatever any allow rule says.
 #![forbid(unsafe_code)]
 
+pub mod labels;
 mod rules;
 
 use bastion_search::{AccessPredicate, Clause, SearchQuery};
 
+pub use labels::{Clearance, LabelPolicy, Sensitivities, TestData};
 pub use rules::{Attributes, Condition, Effect, ORGANIZATION_TAG_SYSTEM, Rule, RuleError, RuleSpec};
 
 /// What a request does to a resource type (SMART's `c r u d s`).
@@ -130,6 +133,8 @@ pub struct AccessScope {
     attributes: Attributes,
     /// The deployment's rules that apply to this caller (by role and organization).
     rules: Vec<Rule>,
+    /// What it may see of labelled data; `None` only in this crate's tests of the other rules.
+    clearance: Option<Clearance>,
 }
 
 impl AccessScope {
@@ -141,6 +146,34 @@ impl AccessScope {
             patient: patient.filter(|p| !p.is_empty()),
             attributes: Attributes::default(),
             rules: Vec::new(),
+            clearance: Some(Clearance::minimal()),
+        }
+    }
+
+    /// The same scope for a caller with this clearance (until then: [`Clearance::minimal`]).
+    pub fn with_clearance(mut self, clearance: Clearance) -> AccessScope {
+        self.clearance = Some(clearance);
+        self
+    }
+
+    pub fn clearance(&self) -> &Clearance {
+        static MINIMAL: std::sync::OnceLock<Clearance> = std::sync::OnceLock::new();
+        self.clearance.as_ref().unwrap_or_else(|| MINIMAL.get_or_init(Clearance::minimal))
+    }
+
+    /// `reach` narrowed by the caller's labels, except for what a create brings in: the
+    /// labels of new content are the labelling service's to decide, and a caller may write
+    /// what it will not see again.
+    fn labelled(
+        &self,
+        reach: AccessPredicate,
+        resource_type: Option<&str>,
+        action: Action,
+        test: TestData,
+    ) -> AccessPredicate {
+        match (&self.clearance, action) {
+            (None, _) | (_, Action::Create) => reach,
+            (Some(c), _) => AccessPredicate::All(vec![reach, c.predicate(resource_type, test)]).simplified(),
         }
     }
 
@@ -224,6 +257,19 @@ impl AccessScope {
 
     /// The resources of `resource_type` the caller may reach with `action`.
     pub fn predicate(&self, resource_type: &str, action: Action) -> AccessPredicate {
+        self.labelled(self.write_reach(resource_type, action), Some(resource_type), action, TestData::Included)
+    }
+
+    /// What a search of `resource_type` matches: `predicate` for `Search`, with test data
+    /// (`HTEST`) left out unless the search asks for it.
+    pub fn search_predicate(&self, resource_type: &str, test_data: TestData) -> AccessPredicate {
+        self.labelled(self.write_reach(resource_type, Action::Search), Some(resource_type), Action::Search, test_data)
+    }
+
+    /// Where new content written with `action` may lie: `predicate` before labels (a
+    /// caller may write what its labels will then hide from it; the version it replaces
+    /// must still be one it sees).
+    pub fn write_reach(&self, resource_type: &str, action: Action) -> AccessPredicate {
         self.narrowed(self.granted(Some(resource_type), action), Some(resource_type), action)
     }
 
@@ -234,7 +280,13 @@ impl AccessScope {
     }
 
     pub fn predicate_every_type(&self, action: Action) -> AccessPredicate {
-        self.narrowed(self.granted(None, action), None, action)
+        self.labelled(self.narrowed(self.granted(None, action), None, action), None, action, TestData::Included)
+    }
+
+    /// `search_predicate` for a search across all types.
+    pub fn search_predicate_every_type(&self, test_data: TestData) -> AccessPredicate {
+        let reach = self.narrowed(self.granted(None, Action::Search), None, Action::Search);
+        self.labelled(reach, None, Action::Search, test_data)
     }
 }
 
@@ -319,8 +371,13 @@ mod tests {
         Permission { context, resource_type: t.map(str::to_string), actions: actions.to_vec(), filter: Vec::new() }
     }
 
+    /// A scope whose predicates leave labels out, so that these tests compare the rest.
+    fn unlabelled(perms: Vec<Permission>, patient: Option<String>) -> AccessScope {
+        AccessScope { clearance: None, ..AccessScope::compile(perms, patient) }
+    }
+
     fn ann(perms: Vec<Permission>) -> AccessScope {
-        AccessScope::compile(perms, Some("ann".into()))
+        unlabelled(perms, Some("ann".into()))
     }
 
     fn compartment(p: &str) -> AccessPredicate {
@@ -349,10 +406,10 @@ mod tests {
 
     #[test]
     fn patient_scope_without_patient_context_reaches_nothing() {
-        let s = AccessScope::compile(vec![perm(Context::Patient, None, &[Read, Search])], None);
+        let s = unlabelled(vec![perm(Context::Patient, None, &[Read, Search])], None);
         assert!(!s.allows("Observation", Read));
         assert_eq!(s.predicate("Observation", Read), AccessPredicate::DenyAll);
-        let blank = AccessScope::compile(vec![perm(Context::Patient, None, &[Read])], Some(String::new()));
+        let blank = unlabelled(vec![perm(Context::Patient, None, &[Read])], Some(String::new()));
         assert!(!blank.allows("Observation", Read), "a blank patient is no patient");
     }
 
@@ -368,7 +425,7 @@ mod tests {
     #[test]
     fn user_and_system_scopes_reach_every_resource_of_their_types() {
         for ctx in [Context::User, Context::System] {
-            let s = AccessScope::compile(vec![perm(ctx, Some("Patient"), &[Read])], None);
+            let s = unlabelled(vec![perm(ctx, Some("Patient"), &[Read])], None);
             assert_eq!(s.predicate("Patient", Read), AccessPredicate::AllowAll);
             assert_eq!(s.predicate("Observation", Read), AccessPredicate::DenyAll);
         }
@@ -390,11 +447,11 @@ mod tests {
 
     #[test]
     fn wildcard_never_covers_audit_event() {
-        let s = AccessScope::compile(vec![perm(Context::System, None, &[Create, Read, Update, Delete, Search])], None);
+        let s = unlabelled(vec![perm(Context::System, None, &[Create, Read, Update, Delete, Search])], None);
         assert!(s.allows("Observation", Read));
         assert!(!s.allows("AuditEvent", Read));
         assert_eq!(s.predicate("AuditEvent", Search), AccessPredicate::DenyAll);
-        let named = AccessScope::compile(vec![perm(Context::System, Some("AuditEvent"), &[Read])], None);
+        let named = unlabelled(vec![perm(Context::System, Some("AuditEvent"), &[Read])], None);
         assert!(named.allows("AuditEvent", Read));
     }
 
@@ -494,7 +551,7 @@ mod tests {
     }
 
     fn user_all() -> AccessScope {
-        AccessScope::compile(vec![perm(Context::User, None, &[Create, Read, Update, Delete, Search])], None)
+        unlabelled(vec![perm(Context::User, None, &[Create, Read, Update, Delete, Search])], None)
     }
 
     #[test]
@@ -621,7 +678,7 @@ mod tests {
 
     #[test]
     fn system_wide_interactions_need_a_permission_on_every_type() {
-        let named = AccessScope::compile(vec![perm(Context::System, Some("Patient"), &[Search])], None);
+        let named = unlabelled(vec![perm(Context::System, Some("Patient"), &[Search])], None);
         assert!(!named.allows_every_type(Search));
         let any = ann(vec![perm(Context::Patient, None, &[Search])]);
         assert!(any.allows_every_type(Search));
@@ -645,7 +702,7 @@ mod tests {
 
     #[test]
     fn no_permissions_allow_nothing() {
-        let s = AccessScope::compile(Vec::new(), Some("ann".into()));
+        let s = unlabelled(Vec::new(), Some("ann".into()));
         for a in [Create, Read, Update, Delete, Search] {
             assert!(!s.allows("Patient", a));
             assert!(!s.allows_every_type(a));

@@ -34,6 +34,10 @@ pub enum AccessPredicate {
     /// Resources with at least one value of the token parameter `param` matching one of
     /// `values` (the same match as the search `param=values`).
     Token { param: String, values: Vec<TokenValue> },
+    /// Resources with at least one value of `param` that matches none of `values`: how a
+    /// label policy finds a label outside what the caller may see (`Not` of it admits only
+    /// resources whose every label is allowed, including those without labels).
+    TokenOtherThan { param: String, values: Vec<TokenValue> },
     /// Every one of these (an empty list admits everything).
     All(Vec<AccessPredicate>),
     /// At least one of these (an empty list admits nothing).
@@ -74,6 +78,11 @@ impl AccessPredicate {
                     .iter()
                     .any(|t| values.iter().any(|v| token_matches(v, t.system.as_deref(), &t.code)))
             }),
+            AccessPredicate::TokenOtherThan { param, values } => row.resource.is_some_and(|r| {
+                crate::index::token_rows(r, param)
+                    .iter()
+                    .any(|t| !values.iter().any(|v| token_matches(v, t.system.as_deref(), &t.code)))
+            }),
             AccessPredicate::All(ps) => ps.iter().all(|p| p.admits(row)),
             AccessPredicate::Any(ps) => ps.iter().any(|p| p.admits(row)),
             AccessPredicate::Not(p) => !p.admits(row),
@@ -89,7 +98,7 @@ impl AccessPredicate {
             | AccessPredicate::PatientCompartment(_)
             | AccessPredicate::ResourceType(_)
             | AccessPredicate::ReferencedFromCompartment(_) => false,
-            AccessPredicate::Token { .. } => true,
+            AccessPredicate::Token { .. } | AccessPredicate::TokenOtherThan { .. } => true,
             AccessPredicate::All(ps) | AccessPredicate::Any(ps) => ps.iter().any(AccessPredicate::needs_content),
             AccessPredicate::Not(p) => p.needs_content(),
         }

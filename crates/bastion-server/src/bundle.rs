@@ -180,7 +180,8 @@ fn status_line(s: StatusCode) -> String {
 }
 
 /// Renders a reply as `entry.resource` + `entry.response`.
-fn render(w: &mut BundleWriter, reply: Reply) {
+fn render(engine: &Engine, w: &mut BundleWriter, reply: Reply) {
+    w.raise_confidentiality(engine.reply_confidentiality(&reply));
     let mut response = json!({"status": status_line(reply.status)});
     if let Some(l) = &reply.location {
         response["location"] = json!(l);
@@ -268,7 +269,7 @@ async fn batch(engine: &Engine, ctx: &RequestContext, entries: Vec<Value>) -> Re
         BundleWriter::new(&uuid::Uuid::new_v4().to_string(), &Instant::now().to_fhir(), "batch-response", None, &[]);
     for r in results.into_iter().flatten() {
         match r {
-            Ok(reply) => render(&mut w, reply),
+            Ok(reply) => render(engine, &mut w, reply),
             Err(e) => render_error(&mut w, &e),
         }
     }
@@ -295,7 +296,7 @@ async fn transaction(engine: &Engine, ctx: &RequestContext, entries: Vec<Value>)
         &[],
     );
     for r in replies.into_iter().flatten() {
-        render(&mut w, r);
+        render(engine, &mut w, r);
     }
     Ok(Reply::raw(StatusCode::OK, w.finish()))
 }

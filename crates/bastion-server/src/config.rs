@@ -30,6 +30,55 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub trusted_issuers: Vec<TrustedIssuerConfig>,
     pub signers: Vec<SignerConfig>,
+    /// Security labels, see docs/privacy.md.
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: how security labels are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The confidentiality of a resource without a confidentiality label.
+    pub default_confidentiality: String,
+    /// Per-type defaults (`{ Consent = "R" }`).
+    pub confidentiality_by_type: std::collections::BTreeMap<String, String>,
+    /// The highest confidentiality break the glass reveals (`R`, or `V`).
+    pub break_glass_ceiling: String,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            default_confidentiality: "N".into(),
+            confidentiality_by_type: Default::default(),
+            break_glass_ceiling: "R".into(),
+        }
+    }
+}
+
+impl PrivacyConfig {
+    pub fn label_policy(&self) -> Result<bastion_policy::LabelPolicy, String> {
+        use bastion_fhir::labels::Confidentiality;
+        let level = |key: &str, code: &str| {
+            Confidentiality::parse(code).ok_or_else(|| format!("privacy.{key} must be one of U, L, M, N, R, V"))
+        };
+        let mut by_type = std::collections::BTreeMap::new();
+        for (t, code) in &self.confidentiality_by_type {
+            if !bastion_fhir::definitions::is_resource_type(t) {
+                return Err(format!("privacy.confidentiality_by_type: {t} is not an R4 resource type"));
+            }
+            by_type.insert(t.clone(), level("confidentiality_by_type", code)?);
+        }
+        let ceiling = level("break_glass_ceiling", &self.break_glass_ceiling)?;
+        if ceiling < Confidentiality::R {
+            return Err("privacy.break_glass_ceiling must be R or V".into());
+        }
+        Ok(bastion_policy::LabelPolicy {
+            default_confidentiality: level("default_confidentiality", &self.default_confidentiality)?,
+            confidentiality_by_type: by_type,
+            break_glass_ceiling: ceiling,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +407,24 @@ mod tests {
         let c = Config::load(Some(&f.0), env).unwrap();
         assert_eq!(c.storage.url, "postgres://u@h/db");
         assert_eq!(c.limits.max_count, 7);
+    }
+
+    #[test]
+    fn privacy_levels_are_checked_at_start() {
+        let f = write("[privacy]\ndefault_confidentiality = \"L\"\nconfidentiality_by_type = { Consent = \"R\" }\n");
+        let policy = Config::load(Some(&f.0), Vec::new()).unwrap().privacy.label_policy().unwrap();
+        assert_eq!(policy.default_for("Observation"), bastion_fhir::labels::Confidentiality::L);
+        assert_eq!(policy.default_for("Consent"), bastion_fhir::labels::Confidentiality::R);
+        for bad in [
+            "default_confidentiality = \"X\"",
+            "confidentiality_by_type = { Consent = \"secret\" }",
+            "confidentiality_by_type = { Consnet = \"R\" }",
+            "break_glass_ceiling = \"N\"",
+        ] {
+            let f = write(&format!("[privacy]\n{bad}\n"));
+            let c = Config::load(Some(&f.0), Vec::new()).unwrap();
+            assert!(c.privacy.label_policy().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,7 +20,11 @@ use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::interaction::{Conditions, Interaction, PreferReturn, Target, parse_etag};
 use crate::paging::PageSigner;
-use bastion_policy::{AccessScope, Action};
+use bastion_fhir::labels::Confidentiality;
+use bastion_policy::{AccessScope, Action, TestData};
+
+use crate::auth::events::{SecurityEvent, SecurityEventSink};
+use crate::labelling::{check_storable_labels, keep_held_labels, stamp_organization, test_data};
 
 /// Who is asking and how: everything about a request except the interaction itself.
 #[derive(Debug, Clone)]
@@ -138,6 +142,10 @@ pub struct Engine {
     pub limits: LimitsConfig,
     capability: Vec<u8>,
     pages: PageSigner,
+    /// The deployment's label policy (per-type default confidentiality, for Bundle labels).
+    labels: bastion_policy::LabelPolicy,
+    /// Where label changes are reported.
+    events: Arc<dyn SecurityEventSink>,
 }
 
 /// Result parameters of search (never part of the query itself).
@@ -148,7 +156,57 @@ const HISTORY_PARAMS: &[&str] = &["_count", "_since", "_format", "_pretty", "_pa
 impl Engine {
     pub fn new(store: Arc<dyn Store>, base: String, limits: LimitsConfig, pages: PageSigner) -> Self {
         let capability = serde_json::to_vec(&crate::capability::capability_statement(&base)).unwrap_or_default();
-        Engine { store, base, limits, capability, pages }
+        Engine {
+            store,
+            base,
+            limits,
+            capability,
+            pages,
+            labels: bastion_policy::LabelPolicy::default(),
+            events: Arc::new(crate::auth::events::LogSink),
+        }
+    }
+
+    /// The same engine under the deployment's label policy (default: `N` for every type).
+    pub fn with_label_policy(mut self, labels: bastion_policy::LabelPolicy) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// Reports label changes to `sink` instead of the log.
+    pub fn with_events(mut self, sink: Arc<dyn SecurityEventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// The confidentiality of a reply in a batch or transaction response: a resource's own
+    /// label or its type's default (the type from its location), a Bundle's own label, `U`
+    /// for an OperationOutcome or no body.
+    pub(crate) fn reply_confidentiality(&self, reply: &Reply) -> Confidentiality {
+        match &reply.body {
+            ReplyBody::Raw(bytes) => bastion_fhir::labels::confidentiality_of_bytes(bytes).unwrap_or_else(|| {
+                let resource_type = reply
+                    .location
+                    .as_deref()
+                    .and_then(|l| l.strip_prefix(&self.base))
+                    .and_then(|path| path.trim_start_matches('/').split('/').next());
+                resource_type.map_or(self.labels.default_confidentiality, |t| self.labels.default_for(t))
+            }),
+            ReplyBody::Json(v) if v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") => {
+                Confidentiality::U
+            }
+            ReplyBody::Json(v) => bastion_fhir::labels::confidentiality_of(v).unwrap_or_else(|| {
+                self.labels.default_for(v.get("resourceType").and_then(Value::as_str).unwrap_or(""))
+            }),
+            ReplyBody::None => Confidentiality::U,
+        }
+    }
+
+    /// The confidentiality of a stored body for a Bundle's high-water mark: its own label,
+    /// or its type's default.
+    pub(crate) fn confidentiality_of(&self, resource_type: &str, body: Option<&[u8]>) -> Confidentiality {
+        body.and_then(bastion_fhir::labels::confidentiality_of_bytes)
+            .unwrap_or_else(|| if body.is_some() { self.labels.default_for(resource_type) } else { Confidentiality::U })
     }
 
     fn validation_limits(&self) -> ValidationLimits {
@@ -159,7 +217,18 @@ impl Engine {
     /// its type at all (before any data is touched), otherwise the access predicate the store
     /// applies for it.
     pub fn authorize(&self, ctx: &RequestContext, interaction: &Interaction) -> Result<RequestContext, ApiError> {
-        let Some(scope) = &ctx.scope else { return Ok(ctx.clone()) };
+        let Some(scope) = &ctx.scope else {
+            // Without a caller's scope (the server's own work, authentication disabled) a
+            // search still leaves test data out unless it asks for it.
+            return Ok(match interaction {
+                Interaction::Search { params, .. } if test_data(params) == TestData::Excluded => RequestContext {
+                    access: AccessPredicate::All(vec![ctx.access.clone(), bastion_policy::labels::not_test_data()])
+                        .simplified(),
+                    ..ctx.clone()
+                },
+                _ => ctx.clone(),
+            });
+        };
         let on_type = |t: &str, action: Action| self.granted(ctx, t, action);
         let every_type = |action: Action| -> Result<AccessPredicate, ApiError> {
             match scope.predicate_every_type(action) {
@@ -185,10 +254,16 @@ impl Engine {
                 HistoryLevel::Type { resource_type } => on_type(resource_type, Action::Search)?,
                 HistoryLevel::System => every_type(Action::Search)?,
             },
-            Interaction::Search { resource_type, .. } if resource_type == crate::interaction::SYSTEM_SEARCH => {
-                every_type(Action::Search)?
+            Interaction::Search { resource_type, params, .. } if resource_type == crate::interaction::SYSTEM_SEARCH => {
+                every_type(Action::Search)?;
+                scope.search_predicate_every_type(test_data(params))
             }
-            Interaction::Search { resource_type, .. } => on_type(resource_type, Action::Search)?,
+            Interaction::Search { resource_type, params, .. } => {
+                match scope.search_predicate(resource_type, test_data(params)) {
+                    AccessPredicate::DenyAll => on_type(resource_type, Action::Search)?,
+                    p => p,
+                }
+            }
             Interaction::Everything { params, .. } => {
                 // Each type under its own predicate: a granular scope or a rule on one type
                 // narrows that type only; types the caller may not search are left out.
@@ -262,9 +337,20 @@ impl Engine {
         let Some(scope) = ctx.scope.as_deref() else { return Ok(()) };
         let new = new.map(|body| {
             stamp_organization(scope.organization(), body, old);
+            if let Some(change) = keep_held_labels(scope.clearance().label_admin, body, old) {
+                self.events.record(SecurityEvent::LabelsChanged {
+                    resource: format!("{resource_type}/{id}"),
+                    by: ctx.caller.clone(),
+                    before: change.0,
+                    after: change.1,
+                });
+            }
             &*body
         });
         let access = self.access_of(ctx, resource_type, action);
+        // New content lies within the caller's reach before labels: it may write what its
+        // labels then hide from it (a note the labelling service marks PSY, say).
+        let reach = scope.write_reach(resource_type, action);
         if let Some(old) = old.filter(|o| !o.is_deleted()) {
             let content: Option<Value> = if access.needs_content() {
                 old.body.as_deref().and_then(|b| serde_json::from_slice(b).ok())
@@ -283,7 +369,7 @@ impl Engine {
             }
         }
         if let Some(body) = new
-            && !access.admits(&AccessRow {
+            && !reach.admits(&AccessRow {
                 resource_type,
                 id,
                 compartments: &bastion_search::index::patient_compartments(body),
@@ -312,9 +398,6 @@ impl Engine {
         ctx: &RequestContext,
         body: &Value,
     ) -> Result<(), ApiError> {
-        if ctx.scope.is_none() {
-            return Ok(());
-        }
         // Every reference by type, then one query per type that the caller does not see
         // entirely.
         let mut targets: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
@@ -323,11 +406,15 @@ impl Engine {
                 targets.entry(t.to_string()).or_default().insert(id.to_string());
             }
         });
+        let Some(scope) = ctx.scope.as_deref() else { return Ok(()) };
         for (t, ids) in targets {
-            let access = self.access_of(ctx, &t, Action::Read);
-            if access == AccessPredicate::AllowAll {
+            // Labels do not count here: where the caller reaches every resource of the type
+            // but for those its labels hide, a reference to a hidden one is accepted exactly
+            // like a dangling one, so the answer tells nothing either way.
+            if scope.write_reach(&t, Action::Read) == AccessPredicate::AllowAll {
                 continue;
             }
+            let access = self.access_of(ctx, &t, Action::Read);
             let found: std::collections::BTreeSet<String> = if bastion_fhir::definitions::is_resource_type(&t) {
                 let q = SearchQuery {
                     resource_type: t.clone(),
@@ -796,6 +883,7 @@ impl Engine {
                 "response": {"status": status, "etag": format!("W/\"{}\"", v.version), "lastModified": v.last_updated.to_fhir()},
             });
             w.entry_raw(Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)), v.body.as_deref(), &rest);
+            w.raise_confidentiality(self.confidentiality_of(&v.resource_type, v.body.as_deref()));
         }
         Ok(Reply::raw(StatusCode::OK, w.finish()))
     }
@@ -948,6 +1036,7 @@ impl Engine {
                     shaped.as_deref(),
                     &json!({"search": {"mode": mode}}),
                 );
+                w.raise_confidentiality(self.confidentiality_of(&v.resource_type, shaped.as_deref()));
             }
         }
         if let Some(oo) = Self::ignored_params_outcome(&ignored) {
@@ -1178,83 +1267,4 @@ const RESULT_SHAPING_PARAMS: &[&str] = &["_sort", "_include", "_revinclude", "_i
 /// Percent-encodes a query component.
 pub fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The organization a resource was created within, held by the server in `meta.tag` under
-/// [`bastion_policy::ORGANIZATION_TAG_SYSTEM`]: taken from the creating caller on create,
-/// carried over from the stored version on every later write. Whatever a client writes under
-/// that system is dropped, so the tag cannot be forged, moved or removed through the API.
-pub(crate) fn stamp_organization(organization: Option<&str>, body: &mut Value, old: Option<&StoredVersion>) {
-    use bastion_policy::ORGANIZATION_TAG_SYSTEM as SYSTEM;
-    let is_stamp = |t: &Value| t.get("system").and_then(Value::as_str) == Some(SYSTEM);
-    let held: Vec<Value> = match old.and_then(|o| o.body.as_deref()) {
-        // A cheap scan first: most stored resources carry no stamp.
-        Some(bytes) if !bytes.windows(SYSTEM.len()).any(|w| w == SYSTEM.as_bytes()) => Vec::new(),
-        Some(bytes) => serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|v| v.pointer("/meta/tag").and_then(Value::as_array).cloned())
-            .map(|tags| tags.into_iter().filter(is_stamp).collect())
-            .unwrap_or_default(),
-        None => organization.map(|o| serde_json::json!({"system": SYSTEM, "code": o})).into_iter().collect(),
-    };
-    let Some(resource) = body.as_object_mut() else { return };
-    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
-        if let Some(tags) = meta.get_mut("tag").and_then(Value::as_array_mut) {
-            tags.retain(|t| !is_stamp(t));
-            if tags.is_empty() {
-                meta.remove("tag");
-            }
-        }
-        if meta.is_empty() && held.is_empty() {
-            resource.remove("meta");
-        }
-    }
-    if held.is_empty() {
-        return;
-    }
-    let meta = resource.entry("meta").or_insert_with(|| Value::Object(Default::default()));
-    if let Some(meta) = meta.as_object_mut() {
-        let tags = meta.entry("tag").or_insert_with(|| Value::Array(Vec::new()));
-        if let Some(tags) = tags.as_array_mut() {
-            tags.extend(held);
-        }
-    }
-}
-
-const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
-const OBSERVATION_VALUE: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
-
-/// Labels that say a resource must not be stored as it is: `DELAU` (delete after use: never
-/// persisted), and `REDACTED`, `MASKED`, `SUBSETTED` (an incomplete copy, as this server or
-/// another hands out, which must never overwrite or stand for the full record). 422.
-fn check_storable_labels(body: &Value) -> Result<(), ApiError> {
-    let labelled = |list: &str, system: &str, codes: &[&str]| {
-        body.pointer(&format!("/meta/{list}")).and_then(Value::as_array).is_some_and(|labels| {
-            labels.iter().any(|l| {
-                l.get("system").and_then(Value::as_str) == Some(system)
-                    && l.get("code").and_then(Value::as_str).is_some_and(|c| codes.contains(&c))
-            })
-        })
-    };
-    if labelled("security", ACT_CODE, &["DELAU"]) {
-        return Err(ApiError::Unprocessable(vec![
-            Issue::error(
-                IssueType::Processing,
-                "the resource is labelled DELAU (delete after use) and is never stored",
-            )
-            .at("meta.security"),
-        ]));
-    }
-    for list in ["security", "tag"] {
-        if labelled(list, OBSERVATION_VALUE, &["REDACTED", "MASKED", "SUBSETTED"]) {
-            return Err(ApiError::Unprocessable(vec![
-                Issue::error(
-                    IssueType::Processing,
-                    "the resource is a redacted, masked or subsetted copy and cannot be stored as a record",
-                )
-                .at(format!("meta.{list}")),
-            ]));
-        }
-    }
-    Ok(())
 }

@@ -38,8 +38,16 @@ pub fn anonymous_scope(config: &crate::Config) -> Result<Option<Arc<bastion_poli
     if config.auth.anonymous_read.is_empty() {
         return Ok(None);
     }
+    // Labels as for the least of callers: normal confidentiality, no sensitivity.
+    let clearance = bastion_policy::Clearance::new(
+        bastion_fhir::labels::Confidentiality::N,
+        bastion_policy::Sensitivities::Only(Vec::new()),
+        bastion_auth::purpose::DEFAULT,
+        false,
+        config.privacy.label_policy()?,
+    );
     bastion_policy::AccessScope::anonymous_read(&config.auth.anonymous_read)
-        .map(|s| Some(Arc::new(s)))
+        .map(|s| Some(Arc::new(s.with_clearance(clearance))))
         .map_err(|e| format!("auth.anonymous_read: {e}"))
 }
 

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod interaction;
+pub mod labelling;
 pub mod paging;
 pub mod shape;
 
@@ -32,5 +33,6 @@ pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engin
     let store = bastion_store::open(&config.storage.url).await?;
     let pages = paging::PageSigner::load_or_create(std::path::Path::new(&config.server.data_dir))
         .map_err(|e| bastion_store::StoreError::Config(format!("data directory {}: {e}", config.server.data_dir)))?;
-    Ok(Arc::new(Engine::new(store, fhir_base(public_url), config.limits.clone(), pages)))
+    let labels = config.privacy.label_policy().map_err(bastion_store::StoreError::Config)?;
+    Ok(Arc::new(Engine::new(store, fhir_base(public_url), config.limits.clone(), pages).with_label_policy(labels)))
 }

@@ -130,14 +130,17 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
         // evaluator then checks the version itself (see `recheck`).
         AccessPredicate::Token { param, values } => {
             sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
-            sql.bind_text(param).push(" AND (");
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                push_token_value(sql, value);
-            }
-            sql.push("))");
+            sql.bind_text(param).push(" AND ");
+            push_token_values(sql, values);
+            sql.push(")");
+        }
+        // Same caveat as `Token`. A system that is NULL makes `t.system = ?` NULL, not
+        // false; COALESCE keeps a label without a system from passing as an allowed one.
+        AccessPredicate::TokenOtherThan { param, values } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
+            sql.bind_text(param).push(" AND NOT COALESCE(");
+            push_token_values(sql, values);
+            sql.push(", 1 = 0))");
         }
         AccessPredicate::All(ps) | AccessPredicate::Any(ps) if ps.is_empty() => {
             sql.push(if matches!(access, AccessPredicate::All(_)) { "1 = 1" } else { "1 = 0" });
@@ -159,6 +162,40 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
             sql.push(")");
         }
     }
+}
+
+/// `(v1 OR v2 ...)` over the token row `t`; values of one system with a code are grouped
+/// into one `IN` list, so a label policy's long list of allowed codes stays a few tests.
+fn push_token_values(sql: &mut Sql, values: &[TokenValue]) {
+    let mut by_system: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut others: Vec<&TokenValue> = Vec::new();
+    for v in values {
+        match (&v.system, &v.code) {
+            (SystemMatch::Is(system), Some(code)) => match by_system.iter_mut().find(|(s, _)| s == system) {
+                Some((_, codes)) => codes.push(code.clone()),
+                None => by_system.push((system, vec![code.clone()])),
+            },
+            _ => others.push(v),
+        }
+    }
+    sql.push("(");
+    let mut first = true;
+    for (system, codes) in &by_system {
+        if !std::mem::take(&mut first) {
+            sql.push(" OR ");
+        }
+        sql.push("(t.system = ").bind_text(system).push(" AND t.code IN ").bind_list(codes).push(")");
+    }
+    for v in others {
+        if !std::mem::take(&mut first) {
+            sql.push(" OR ");
+        }
+        push_token_value(sql, v);
+    }
+    if first {
+        sql.push("1 = 0");
+    }
+    sql.push(")");
 }
 
 fn push_token_value(sql: &mut Sql, t: &TokenValue) {

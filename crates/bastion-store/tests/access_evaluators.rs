@@ -28,6 +28,16 @@ const ORGS: &[&str] = &["Organization/x", "Organization/y"];
 const ORG_TAG: &str = "urn:bastion:creating-organization";
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const TYPES: &[&str] = &["Patient", "Practitioner", "Observation"];
+const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+const LABELS: &[(Option<&str>, &str)] = &[
+    (Some(CONFIDENTIALITY), "N"),
+    (Some(CONFIDENTIALITY), "R"),
+    (Some(CONFIDENTIALITY), "V"),
+    (Some(ACT_CODE), "HIV"),
+    (Some(ACT_CODE), "PSY"),
+    (None, "R"),
+    (Some("http://example.org/labels"), "secret"),
+];
 
 /// The data: patients, practitioners, and observations with a random subject, performer,
 /// category, label and organization tag (a fixed seed, so a failure reproduces).
@@ -60,6 +70,19 @@ fn resources() -> Vec<Value> {
         let mut meta = serde_json::Map::new();
         if next(3) == 0 {
             meta.insert("security".into(), json!([{"system": ACT_CODE, "code": "PSY"}]));
+        } else if next(2) == 0 {
+            // One to three labels from a pool that holds confidentiality levels, a
+            // sensitivity, a label without a system and one of an unknown system.
+            let labels: Vec<Value> = (0..1 + next(3))
+                .map(|_| {
+                    let (system, code) = LABELS[next(LABELS.len())];
+                    match system {
+                        Some(s) => json!({"system": s, "code": code}),
+                        None => json!({"code": code}),
+                    }
+                })
+                .collect();
+            meta.insert("security".into(), Value::Array(labels));
         }
         if next(3) > 0 {
             meta.insert("tag".into(), json!([{"system": ORG_TAG, "code": ORGS[next(ORGS.len())]}]));
@@ -109,6 +132,16 @@ fn predicate() -> impl Strategy<Value = AccessPredicate> {
         }),
         proptest::sample::select(ORGS).prop_map(|o| token("_tag", ORG_TAG, o)),
         Just(token("_security", ACT_CODE, "PSY")),
+        proptest::sample::subsequence(LABELS, 0..=LABELS.len()).prop_map(|allowed| AccessPredicate::TokenOtherThan {
+            param: "_security".into(),
+            values: allowed
+                .into_iter()
+                .map(|(system, code)| TokenValue {
+                    system: system.map_or(SystemMatch::NoSystem, |s| SystemMatch::Is(s.into())),
+                    code: Some(code.into()),
+                })
+                .collect(),
+        }),
     ];
     leaf.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![

@@ -108,10 +108,19 @@ pub fn add_demo_client(config: &mut bastion_server::Config) -> Result<String, St
             jwks: None,
             jwks_uri: None,
             purposes: Vec::new(),
-            roles: Vec::new(),
+            roles: vec![DEMO_CLIENT.into()],
             organization: None,
-            clearance: None,
+            // The demo's operator sees every label; the demo clinician does not.
+            clearance: Some("V".into()),
         });
+        if !config.roles.iter().any(|r| r.name == DEMO_CLIENT) {
+            config.roles.push(bastion_server::config::RoleConfig {
+                name: DEMO_CLIENT.into(),
+                permissions: vec!["system/*.cruds".into()],
+                sensitivity: vec!["*".into()],
+                label_admin: true,
+            });
+        }
     }
     Ok(secret)
 }
@@ -186,7 +195,10 @@ pub fn print_users(public_url: &str, password: &str) {
 pub fn print_tips(base: &str, public_url: &str, secret: &str) {
     let public_url = public_url.trim_end_matches('/');
     println!();
-    println!("Demo data loaded: {} patients with observations (two of them security-labelled).", PATIENTS.len());
+    println!(
+        "Demo data loaded: {} patients with observations; two are security-labelled (PSY, R): {DEMO_CLIENT} sees them, dr-demo does not.",
+        PATIENTS.len()
+    );
     println!("Get a token (client {DEMO_CLIENT}, a secret made for this run):");
     println!(
         "  TOKEN=$(curl -s -u {DEMO_CLIENT}:{secret} -d grant_type=client_credentials -d 'scope=system/*.rs system/*.cruds' {public_url}/auth/token | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')"

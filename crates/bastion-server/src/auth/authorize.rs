@@ -376,8 +376,12 @@ impl AuthService {
             filter: Vec::new(),
         };
         let attributes = Attributes { roles: user.roles.clone(), organization: user.organization.clone() };
+        // Labels as for the user's treatment requests: a chooser never names a patient whose
+        // record the user's roles and clearance hide.
+        let clearance = self.clearance(&user.roles, user.clearance, None, bastion_auth::purpose::DEFAULT);
         bastion_policy::AccessScope::compile(vec![everything], None)
             .with_rules(attributes, &self.rules)
+            .with_clearance(clearance)
             .predicate(resource_type, Action::Search)
     }
 

@@ -92,6 +92,13 @@ pub enum SecurityEvent {
         patient: Option<String>,
         encounter: Option<String>,
     },
+    /// A write changed a resource's security labels (`system|code`, before and after).
+    LabelsChanged {
+        resource: String,
+        by: String,
+        before: Vec<String>,
+        after: Vec<String>,
+    },
 }
 
 impl SecurityEvent {
@@ -110,6 +117,7 @@ impl SecurityEvent {
             SecurityEvent::TokenRevoked { .. } => "token-revoked",
             SecurityEvent::BearerRefused { .. } => "bearer-refused",
             SecurityEvent::LaunchRegistered { .. } => "launch-registered",
+            SecurityEvent::LabelsChanged { .. } => "labels-changed",
         }
     }
 }

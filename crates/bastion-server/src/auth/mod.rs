@@ -27,6 +27,7 @@ use bastion_auth::assertion::{JWT_BEARER, PublicKeys, verify_client_assertion};
 use bastion_auth::keys::SigningKey;
 use bastion_auth::token::{AccessClaims, LEEWAY_SECS, TokenIssuer};
 use bastion_auth::{AuthError, Ceiling, ScopeSet, secret};
+use bastion_fhir::labels::Confidentiality;
 use bastion_store::Store;
 use serde_json::{Value, json};
 
@@ -136,6 +137,9 @@ struct Client {
     organization: Option<String>,
     /// Purposes of use it may assert for itself (backend).
     purposes: Vec<String>,
+    /// Its `clearance`: a backend client's own (N when unset), and the cap on what the users
+    /// of any client see.
+    clearance: Option<Confidentiality>,
 }
 
 /// Why the start-up configuration of clients is unusable.
@@ -192,7 +196,13 @@ fn client_from_config(c: &ClientConfig, config: &Config, http: &reqwest::Client)
         roles: c.roles.clone(),
         organization: checked_organization(&c.organization).map_err(err)?,
         purposes: c.purposes.clone(),
+        clearance: c.clearance.as_deref().map(checked_clearance).transpose().map_err(err)?,
     })
+}
+
+/// A `clearance` key: one of the confidentiality codes `U L M N R V`.
+fn checked_clearance(code: &str) -> Result<Confidentiality, &'static str> {
+    Confidentiality::parse(code).ok_or("clearance must be one of U, L, M, N, R, V")
 }
 
 /// Credentials given inline: a secret for a confidential client, or public keys.
@@ -262,6 +272,13 @@ fn check_secure_url(uri: &str) -> Result<(), &'static str> {
     Err("must be an https:// URL (or http:// on loopback)")
 }
 
+/// What a `[[roles]]` entry grants of labelled data.
+#[derive(Debug, Clone)]
+struct RoleLabels {
+    sensitivity: Vec<String>,
+    label_admin: bool,
+}
+
 /// A registered user, as the authorization server needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct User {
@@ -275,6 +292,8 @@ pub(crate) struct User {
     organization: Option<String>,
     purposes: Vec<String>,
     break_glass: bool,
+    /// The highest confidentiality the user sees (N when unset).
+    clearance: Confidentiality,
 }
 
 impl User {
@@ -320,6 +339,13 @@ fn user_from_config(u: &UserConfig, config: &Config) -> Result<User, String> {
         organization: checked_organization(&u.organization).map_err(|r| err(r.to_string()))?,
         purposes: u.purposes.clone(),
         break_glass: u.break_glass,
+        clearance: u
+            .clearance
+            .as_deref()
+            .map(checked_clearance)
+            .transpose()
+            .map_err(|r| err(r.to_string()))?
+            .unwrap_or(Confidentiality::N),
     })
 }
 
@@ -380,8 +406,10 @@ pub struct AuthService {
     trusted: Vec<trusted::TrustedIssuer>,
     /// Attribute rules, checked at start.
     rules: Vec<bastion_policy::Rule>,
-    /// The `[[roles]]` names, for the roles external tokens name.
-    role_names: Vec<String>,
+    /// The `[[roles]]` by name: for the roles external tokens name, and what each role
+    /// grants of labelled data.
+    roles: HashMap<String, RoleLabels>,
+    label_policy: bastion_policy::LabelPolicy,
     events: Arc<dyn SecurityEventSink>,
 }
 
@@ -532,7 +560,14 @@ impl AuthService {
             dummy_password: DUMMY_PASSWORD.to_string(),
             trusted,
             rules: config.rules.iter().map(|r| r.to_rule().map_err(|e| e.to_string())).collect::<Result<_, _>>()?,
-            role_names: config.roles.iter().map(|r| r.name.clone()).collect(),
+            roles: config
+                .roles
+                .iter()
+                .map(|r| {
+                    (r.name.clone(), RoleLabels { sensitivity: r.sensitivity.clone(), label_admin: r.label_admin })
+                })
+                .collect(),
+            label_policy: config.privacy.label_policy()?,
             events: Arc::new(events::LogSink),
         })
     }
@@ -955,14 +990,26 @@ impl AuthService {
             // A trusted issuer's user: the roles its token names that this deployment
             // defines (others mean nothing here), and its organization.
             None => (
-                claims.roles.clone().unwrap_or_default().into_iter().filter(|r| self.role_names.contains(r)).collect(),
+                claims.roles.clone().unwrap_or_default().into_iter().filter(|r| self.roles.contains_key(r)).collect(),
                 claims.organization.clone(),
             ),
         };
         let purpose_of_use =
             claims.purpose_of_use.clone().unwrap_or_else(|| bastion_auth::purpose::DEFAULT.to_string());
         let attributes = bastion_policy::Attributes { roles: roles.clone(), organization: organization.clone() };
-        let access = Arc::new(access_scope(&scopes, claims.patient.as_ref(), attributes, &self.rules));
+        let own_client = (claims.iss == self.issuer.issuer).then(|| self.clients.get(&claims.client_id)).flatten();
+        let client_clearance = own_client.and_then(|c| c.clearance);
+        let (confidentiality, client_cap) = match &user {
+            // A user's clearance, capped by the client's when it has one.
+            Some(u) => (self.users.get(u).map_or(Confidentiality::U, |u| u.clearance), client_clearance),
+            // A backend client's own.
+            None if own_client.is_some() => (client_clearance.unwrap_or(Confidentiality::N), None),
+            // A trusted issuer's user: the normal clearance (its roles bring sensitivities).
+            None => (Confidentiality::N, None),
+        };
+        let clearance = self.clearance(&roles, confidentiality, client_cap, &purpose_of_use);
+        let access =
+            Arc::new(access_scope(&scopes, claims.patient.as_ref(), attributes, &self.rules).with_clearance(clearance));
         let mut revocation_ids = vec![claims.jti.clone()];
         revocation_ids.extend(claims.family.clone());
         Validated {
@@ -983,6 +1030,28 @@ impl AuthService {
                 access,
             }),
         }
+    }
+
+    /// A caller's clearance: its own confidentiality ceiling capped by its client's, the
+    /// sensitivities and label rights of its roles, for requests made for `purpose`.
+    pub(crate) fn clearance(
+        &self,
+        roles: &[String],
+        confidentiality: Confidentiality,
+        client_cap: Option<Confidentiality>,
+        purpose: &str,
+    ) -> bastion_policy::Clearance {
+        let held: Vec<&RoleLabels> = roles.iter().filter_map(|r| self.roles.get(r)).collect();
+        let sensitivities = bastion_policy::Sensitivities::from_grants(
+            held.iter().flat_map(|r| r.sensitivity.iter().map(String::as_str)),
+        );
+        bastion_policy::Clearance::new(
+            client_cap.map_or(confidentiality, |cap| confidentiality.min(cap)),
+            sensitivities,
+            purpose,
+            held.iter().any(|r| r.label_admin),
+            self.label_policy.clone(),
+        )
     }
 
     async fn introspect(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Value, AuthError> {

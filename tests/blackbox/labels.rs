@@ -1,0 +1,331 @@
+//! Security labels over HTTP (issue 6, points 1-4 and 6): confidentiality up to the caller's
+//! clearance, sensitivities only for roles that hold them, unknown labels hidden from
+//! everyone, labels that a plain write cannot remove or lower, Bundle high-water marks, test
+//! data left out of searches, break the glass. Every read path is tried: read, vread,
+//! search, `_security` search, include, revinclude, history, `$everything`, batch. Both
+//! backends.
+
+use crate::backends_from;
+use crate::harness::*;
+use crate::smart::{Authorize, PASSWORD, code_for, exchange, seed, smart_toml, tokens_for};
+
+const CONF: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+const REPORTING: &str = "reporting";
+const REPORTING_SECRET: &str = "reporting-secret-0123456789abcdef";
+
+fn labels_toml() -> String {
+    let hash = bastion_auth::secret::hash_password(PASSWORD).unwrap();
+    format!(
+        r#"{base}
+[[users]]
+username = "dr-plain"
+password = "{hash}"
+fhir_user = "Practitioner/dr-plain"
+roles = ["clinician"]
+
+[[users]]
+username = "dr-psych"
+password = "{hash}"
+fhir_user = "Practitioner/dr-psych"
+roles = ["psychiatrist"]
+clearance = "R"
+
+[[users]]
+username = "dr-all"
+password = "{hash}"
+fhir_user = "Practitioner/dr-all"
+roles = ["all-sensitivities"]
+clearance = "V"
+
+[[users]]
+username = "dr-er"
+password = "{hash}"
+fhir_user = "Practitioner/dr-er"
+roles = ["clinician"]
+break_glass = true
+
+[[roles]]
+name = "psychiatrist"
+permissions = ["user/*.cruds"]
+sensitivity = ["PSY"]
+
+[[roles]]
+name = "all-sensitivities"
+permissions = ["user/*.cruds"]
+sensitivity = ["*"]
+
+[[clients]]
+id = "{REPORTING}"
+kind = "confidential"
+secret = "{REPORTING_SECRET}"
+scopes = "system/*.rs"
+clearance = "L"
+"#,
+        base = smart_toml()
+    )
+}
+
+fn labelled(id: &str, labels: &[(&str, &str)]) -> Value {
+    let security: Vec<Value> = labels.iter().map(|(s, c)| json!({"system": s, "code": c})).collect();
+    let mut o = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": id},
+        "subject": {"reference": "Patient/ann"}});
+    if !security.is_empty() {
+        o["meta"] = json!({"security": security});
+    }
+    o
+}
+
+/// ann's record: a plain Observation that points at the others, one labelled PSY, one
+/// restricted, one very restricted, one with a label nobody knows, one of test data, and
+/// one labelled low.
+async fn labels_server(backend: Backend) -> Option<Server> {
+    let srv = Server::start_with(backend, &labels_toml()).await?;
+    seed(&srv).await;
+    let mut plain = labelled("plain", &[]);
+    plain["hasMember"] = json!([{"reference": "Observation/psy"}, {"reference": "Observation/restricted"}]);
+    for o in [
+        plain,
+        labelled("psy", &[(ACT_CODE, "PSY")]),
+        labelled("restricted", &[(CONF, "R")]),
+        labelled("very", &[(CONF, "V")]),
+        labelled("unknown", &[("http://example.org/our-labels", "secret")]),
+        labelled("test", &[(ACT_REASON, "HTEST")]),
+        labelled("low", &[(CONF, "L"), (ACT_CODE, "NORDSCLCD")]),
+    ] {
+        let id = o["id"].as_str().unwrap().to_string();
+        let r = srv.put(&format!("Observation/{id}"), &o).await;
+        assert!(r.status().is_success(), "{id}: {}", r.status());
+    }
+    Some(srv)
+}
+
+async fn user_token(srv: &Server, user: &str) -> String {
+    tokens_for(srv, "openid fhirUser user/*.cruds", user).await["access_token"].as_str().unwrap().to_string()
+}
+
+async fn btg_token(srv: &Server, user: &str) -> String {
+    let mut a = Authorize::new(srv, "openid fhirUser user/*.cruds");
+    a.extra.push(("purpose_of_use".into(), "BTG".into()));
+    let code = code_for(srv, &a, user).await;
+    let r = exchange(srv, &code, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+}
+
+async fn get_as(srv: &Server, token: &str, path: &str) -> reqwest::Response {
+    srv.send_as(token, "GET", path, None).await
+}
+
+async fn ids_as(srv: &Server, token: &str, path: &str) -> Vec<String> {
+    let r = get_as(srv, token, path).await;
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    let mut ids = entry_refs(&body(r).await);
+    ids.sort();
+    ids
+}
+
+fn has(ids: &[String], r: &str) -> bool {
+    ids.iter().any(|i| i == r)
+}
+
+backends_from!(clinician_without_psy_never_sees_a_psy_observation_on_any_path, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    assert_outcome(get_as(&srv, &plain, "Observation/psy").await, StatusCode::NOT_FOUND).await;
+    assert_outcome(get_as(&srv, &plain, "Observation/psy/_history/1").await, StatusCode::NOT_FOUND).await;
+    assert_outcome(get_as(&srv, &plain, "Observation/psy/_history").await, StatusCode::NOT_FOUND).await;
+    for path in [
+        "Observation?subject=Patient/ann",
+        "Observation?_security=PSY",
+        &format!("Observation?_security={ACT_CODE}|PSY"),
+        "Observation?_id=plain&_include=Observation:has-member",
+        "Patient?_id=ann&_revinclude=Observation:subject",
+        "Observation/_history",
+        "_history",
+        "Patient/ann/$everything",
+        "Patient/ann/Observation",
+        "?_type=Observation",
+    ] {
+        let ids = ids_as(&srv, &plain, path).await;
+        assert!(!has(&ids, "Observation/psy"), "{path}: {ids:?}");
+    }
+    // The plain record is there, so the searches did run.
+    assert!(has(&ids_as(&srv, &plain, "Observation?subject=Patient/ann").await, "Observation/plain"));
+    // A total counts only what may be seen.
+    let b = body(get_as(&srv, &plain, "Observation?_security=PSY").await).await;
+    assert_eq!(b["total"], 0);
+});
+
+backends_from!(role_holding_psy_sees_the_psy_observation, labels_server, |srv| {
+    let psych = user_token(&srv, "dr-psych").await;
+    assert_eq!(get_as(&srv, &psych, "Observation/psy").await.status(), StatusCode::OK);
+    let ids = ids_as(&srv, &psych, "Observation?_id=plain&_include=Observation:has-member").await;
+    assert!(has(&ids, "Observation/psy") && has(&ids, "Observation/restricted"), "{ids:?}");
+    assert!(has(&ids_as(&srv, &psych, "Observation?_security=PSY").await, "Observation/psy"));
+});
+
+backends_from!(confidentiality_above_the_clearance_is_hidden, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await; // clearance N by default
+    let psych = user_token(&srv, "dr-psych").await; // R
+    let all = user_token(&srv, "dr-all").await; // V
+    assert_outcome(get_as(&srv, &plain, "Observation/restricted").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(get_as(&srv, &psych, "Observation/restricted").await.status(), StatusCode::OK);
+    assert_outcome(get_as(&srv, &psych, "Observation/very").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(get_as(&srv, &all, "Observation/very").await.status(), StatusCode::OK);
+    let ids = ids_as(&srv, &plain, "Observation?_id=plain&_include=Observation:has-member").await;
+    assert_eq!(ids, vec!["Observation/plain".to_string()], "neither psy nor restricted is included");
+});
+
+backends_from!(resource_without_a_label_has_the_default_confidentiality, labels_server, |srv| {
+    // The reporting client's clearance is L: unlabelled records are N by default, so it sees
+    // only what is labelled L or lower.
+    let t = srv.client_credentials(REPORTING, REPORTING_SECRET, "system/*.rs").await;
+    let ids = ids_as(&srv, &t, "Observation?subject=Patient/ann").await;
+    assert_eq!(ids, vec!["Observation/low".to_string()]);
+    assert_outcome(get_as(&srv, &t, "Observation/plain").await, StatusCode::NOT_FOUND).await;
+    assert_outcome(get_as(&srv, &t, "Patient/ann").await, StatusCode::NOT_FOUND).await;
+});
+
+backends_from!(unknown_label_hides_the_resource_from_every_reader, labels_server, |srv| {
+    let all = user_token(&srv, "dr-all").await; // every sensitivity, clearance V
+    assert_outcome(get_as(&srv, &all, "Observation/unknown").await, StatusCode::NOT_FOUND).await;
+    assert!(!has(&ids_as(&srv, &all, "Observation?subject=Patient/ann").await, "Observation/unknown"));
+    assert!(!has(
+        &ids_as(&srv, &all, "Observation?_security=http://example.org/our-labels|secret").await,
+        "Observation/unknown"
+    ));
+    // A label admin sees it, to correct it.
+    assert_eq!(srv.get("Observation/unknown").await.status(), StatusCode::OK);
+});
+
+backends_from!(handling_caveats_travel_with_the_resource, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    let r = body(get_as(&srv, &plain, "Observation/low").await).await;
+    let codes: Vec<&str> =
+        r["meta"]["security"].as_array().unwrap().iter().map(|l| l["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&"NORDSCLCD") && codes.contains(&"L"), "{codes:?}");
+    let b = body(get_as(&srv, &plain, "Observation?_id=low").await).await;
+    assert_eq!(b["entry"][0]["resource"]["meta"]["security"], r["meta"]["security"]);
+});
+
+backends_from!(bundle_carries_the_highest_confidentiality_and_no_sensitivity, labels_server, |srv| {
+    let psych = user_token(&srv, "dr-psych").await;
+    let plain = user_token(&srv, "dr-plain").await;
+    let mark = |b: &Value| b["meta"]["security"].clone();
+    let psych_search = body(get_as(&srv, &psych, "Observation?subject=Patient/ann").await).await;
+    assert_eq!(mark(&psych_search), json!([{"system": CONF, "code": "R", "display": "restricted"}]));
+    let plain_search = body(get_as(&srv, &plain, "Observation?subject=Patient/ann").await).await;
+    assert_eq!(mark(&plain_search)[0]["code"], "N", "unlabelled entries count as N");
+    let low = body(get_as(&srv, &plain, "Observation?_id=low").await).await;
+    assert_eq!(mark(&low), json!([{"system": CONF, "code": "L", "display": "low"}]), "no caveat, no sensitivity");
+    let psy_only = body(get_as(&srv, &psych, "Observation?_id=psy").await).await;
+    assert_eq!(mark(&psy_only)[0]["code"], "N");
+    assert_eq!(mark(&psy_only).as_array().unwrap().len(), 1, "PSY is never copied to the Bundle");
+    let history = body(get_as(&srv, &psych, "Observation/restricted/_history").await).await;
+    assert_eq!(mark(&history)[0]["code"], "R");
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/low"}},
+        {"request": {"method": "GET", "url": "Observation/restricted"}}
+    ]});
+    let r = body(srv.send_as(&psych, "POST", "", Some(batch)).await).await;
+    assert_eq!(r["type"], "batch-response");
+    assert_eq!(mark(&r)[0]["code"], "R");
+    let empty = body(get_as(&srv, &plain, "Observation?_id=nothing-here").await).await;
+    assert_eq!(mark(&empty)[0]["code"], "U");
+});
+
+backends_from!(test_data_is_left_out_of_searches_unless_asked_for, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    assert!(!has(&ids_as(&srv, &plain, "Observation?subject=Patient/ann").await, "Observation/test"));
+    assert!(!has(&srv_ids(&srv, "Observation?subject=Patient/ann").await, "Observation/test"), "the admin too");
+    let asked = ids_as(&srv, &plain, &format!("Observation?subject=Patient/ann&_security={ACT_REASON}|HTEST")).await;
+    assert_eq!(asked, vec!["Observation/test".to_string()]);
+    assert_eq!(get_as(&srv, &plain, "Observation/test").await.status(), StatusCode::OK, "a read is not a search");
+});
+
+async fn srv_ids(srv: &Server, path: &str) -> Vec<String> {
+    entry_refs(&body(srv.get(path).await).await)
+}
+
+fn security_codes(r: &Value) -> Vec<String> {
+    let mut codes: Vec<String> = r["meta"]["security"]
+        .as_array()
+        .map(|a| a.iter().map(|l| l["code"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    codes.sort();
+    codes
+}
+
+backends_from!(plain_put_cannot_remove_or_lower_a_label, labels_server, |srv| {
+    let psych = user_token(&srv, "dr-psych").await;
+    // Without the labels, then with a lower confidentiality.
+    let r = srv.send_as(&psych, "PUT", "Observation/restricted", Some(labelled("restricted", &[]))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["R"]);
+    let r = srv.send_as(&psych, "PUT", "Observation/restricted", Some(labelled("restricted", &[(CONF, "N")]))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["R"]);
+    let r = srv.send_as(&psych, "PUT", "Observation/psy", Some(labelled("psy", &[]))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Observation/psy").await).await), vec!["PSY"]);
+});
+
+backends_from!(plain_patch_cannot_remove_a_label, labels_server, |srv| {
+    let psych = user_token(&srv, "dr-psych").await;
+    let patch = json!([{"op": "remove", "path": "/meta/security"}]);
+    let r = srv
+        .anonymous()
+        .patch(srv.url("Observation/psy"))
+        .bearer_auth(&psych)
+        .header("Content-Type", "application/json-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Observation/psy").await).await), vec!["PSY"]);
+});
+
+backends_from!(plain_write_may_add_a_label_or_raise_the_confidentiality, labels_server, |srv| {
+    let psych = user_token(&srv, "dr-psych").await;
+    let r = srv.send_as(&psych, "PUT", "Observation/low", Some(labelled("low", &[(CONF, "R")]))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Observation/low").await).await), vec!["NORDSCLCD", "R"]);
+});
+
+backends_from!(label_admin_may_change_and_remove_labels, labels_server, |srv| {
+    // The harness's admin holds label_admin.
+    let r = srv.put("Observation/restricted", &labelled("restricted", &[(CONF, "N")])).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["N"]);
+    let plain = user_token(&srv, "dr-plain").await;
+    assert_eq!(get_as(&srv, &plain, "Observation/restricted").await.status(), StatusCode::OK, "now visible");
+});
+
+backends_from!(hidden_resource_cannot_be_overwritten_or_deleted, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    let r = srv.send_as(&plain, "PUT", "Observation/psy", Some(labelled("psy", &[]))).await;
+    assert_outcome(r, StatusCode::NOT_FOUND).await;
+    assert_outcome(srv.send_as(&plain, "DELETE", "Observation/psy", None).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(security_codes(&body(srv.get("Observation/psy").await).await), vec!["PSY"], "nothing lost");
+});
+
+backends_from!(clinician_may_create_what_its_labels_then_hide, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    let r = srv.send_as(&plain, "POST", "Observation", Some(labelled("x", &[(ACT_CODE, "PSY")]))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = body(r).await["id"].as_str().unwrap().to_string();
+    assert_outcome(get_as(&srv, &plain, &format!("Observation/{id}")).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(srv.get(&format!("Observation/{id}")).await.status(), StatusCode::OK);
+});
+
+backends_from!(break_the_glass_reveals_sensitive_and_restricted_but_not_very_restricted, labels_server, |srv| {
+    let er = user_token(&srv, "dr-er").await;
+    assert_outcome(get_as(&srv, &er, "Observation/psy").await, StatusCode::NOT_FOUND).await;
+    let glass = btg_token(&srv, "dr-er").await;
+    assert_eq!(get_as(&srv, &glass, "Observation/psy").await.status(), StatusCode::OK);
+    assert_eq!(get_as(&srv, &glass, "Observation/restricted").await.status(), StatusCode::OK);
+    assert_outcome(get_as(&srv, &glass, "Observation/very").await, StatusCode::NOT_FOUND).await;
+    assert_outcome(get_as(&srv, &glass, "Observation/unknown").await, StatusCode::NOT_FOUND).await;
+});
