@@ -27,6 +27,37 @@ fn unknown_config_key_rejected_at_start() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A privacy setting that cannot be honoured stops the server at start, naming the mistake.
+#[test]
+fn bad_privacy_settings_rejected_at_start() {
+    let dir = temp_dir();
+    for (toml, names) in [
+        ("[privacy]\ndefault_confidentiality = \"secret\"\n", "default_confidentiality"),
+        (
+            "[[users]]\nusername = \"u\"\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$aGVsbG8$aGVsbG8\"\nclearance = \"top\"\n",
+            "clearance",
+        ),
+        (
+            "[[labelling]]\nname = \"psy\"\ntypes = [\"Condition\"]\ncodes = [\"http://snomed.info/sct|35489007\"]\nlabels = [\"http://terminology.hl7.org/CodeSystem/v3-ActCode|PSYCH\"]\n",
+            "not a security label this server knows",
+        ),
+    ] {
+        let cfg = dir.join("bad.toml");
+        std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{toml}", dir.display()))
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_bastion"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(names), "{toml}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn unknown_environment_key_rejected_at_start() {
     let dir = temp_dir();

@@ -56,6 +56,13 @@ name = "all-sensitivities"
 permissions = ["user/*.cruds"]
 sensitivity = ["*"]
 
+[[labelling]]
+name = "mental-health"
+types = ["Observation", "Condition"]
+codes = ["http://snomed.info/sct|35489007"]
+labels = ["{ACT_CODE}|PSY"]
+confidentiality = "R"
+
 [[clients]]
 id = "{REPORTING}"
 kind = "confidential"
@@ -328,4 +335,59 @@ backends_from!(break_the_glass_reveals_sensitive_and_restricted_but_not_very_res
     assert_eq!(get_as(&srv, &glass, "Observation/restricted").await.status(), StatusCode::OK);
     assert_outcome(get_as(&srv, &glass, "Observation/very").await, StatusCode::NOT_FOUND).await;
     assert_outcome(get_as(&srv, &glass, "Observation/unknown").await, StatusCode::NOT_FOUND).await;
+});
+
+fn depression(id: &str) -> Value {
+    json!({"resourceType": "Condition", "id": id,
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "35489007", "display": "Depressive disorder"}]},
+        "subject": {"reference": "Patient/ann"}})
+}
+
+backends_from!(labelling_service_labels_sensitive_content_on_write, labels_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    let r = srv.send_as(&plain, "POST", "Condition", Some(depression("x"))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = body(r).await["id"].as_str().unwrap().to_string();
+    let stored = body(srv.get(&format!("Condition/{id}")).await).await;
+    assert_eq!(security_codes(&stored), vec!["PSY", "R"]);
+    // The clinician who wrote it no longer sees it; the psychiatrist does.
+    assert_outcome(get_as(&srv, &plain, &format!("Condition/{id}")).await, StatusCode::NOT_FOUND).await;
+    let psych = user_token(&srv, "dr-psych").await;
+    assert_eq!(get_as(&srv, &psych, &format!("Condition/{id}")).await.status(), StatusCode::OK);
+    // Content the rules do not name is left alone.
+    let mut other = depression("y");
+    other["code"]["coding"][0]["code"] = json!("38341003");
+    let r = srv
+        .send_as(
+            &plain,
+            "PUT",
+            "Condition/other",
+            Some({
+                other["id"] = json!("other");
+                other
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(security_codes(&body(srv.get("Condition/other").await).await).is_empty());
+});
+
+backends_from!(labelling_service_labels_an_update_that_turns_sensitive, labels_server, |srv| {
+    let psych = user_token(&srv, "dr-psych").await;
+    let mut c = depression("later");
+    c["code"]["coding"][0]["code"] = json!("38341003");
+    assert_eq!(srv.send_as(&psych, "PUT", "Condition/later", Some(c)).await.status(), StatusCode::CREATED);
+    assert!(security_codes(&body(srv.get("Condition/later").await).await).is_empty());
+    let patch = json!([{"op": "replace", "path": "/code/coding/0/code", "value": "35489007"}]);
+    let r = srv
+        .anonymous()
+        .patch(srv.url("Condition/later"))
+        .bearer_auth(&psych)
+        .header("Content-Type", "application/json-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(security_codes(&body(srv.get("Condition/later").await).await), vec!["PSY", "R"]);
 });

@@ -29,11 +29,13 @@
 //!   whatever any allow rule says.
 #![forbid(unsafe_code)]
 
+pub mod labelling;
 pub mod labels;
 mod rules;
 
 use bastion_search::{AccessPredicate, Clause, SearchQuery};
 
+pub use labelling::{LabellingError, LabellingRule, LabellingSpec};
 pub use labels::{Clearance, LabelPolicy, Sensitivities, TestData};
 pub use rules::{Attributes, Condition, Effect, ORGANIZATION_TAG_SYSTEM, Rule, RuleError, RuleSpec};
 

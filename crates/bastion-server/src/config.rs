@@ -32,6 +32,39 @@ pub struct Config {
     pub signers: Vec<SignerConfig>,
     /// Security labels, see docs/privacy.md.
     pub privacy: PrivacyConfig,
+    /// The labelling service's rules (`[[labelling]]`), see docs/privacy.md.
+    pub labelling: Vec<LabellingConfig>,
+}
+
+/// One `[[labelling]]` table, checked by `bastion_policy::LabellingRule::from_spec`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabellingConfig {
+    pub name: String,
+    pub types: Vec<String>,
+    pub codes: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    pub confidentiality: Option<String>,
+}
+
+impl Config {
+    /// The labelling rules, checked.
+    pub fn labelling_rules(&self) -> Result<Vec<bastion_policy::LabellingRule>, String> {
+        self.labelling
+            .iter()
+            .map(|l| {
+                bastion_policy::LabellingRule::from_spec(bastion_policy::LabellingSpec {
+                    name: l.name.clone(),
+                    types: l.types.clone(),
+                    codes: l.codes.clone(),
+                    labels: l.labels.clone(),
+                    confidentiality: l.confidentiality.clone(),
+                })
+                .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
 }
 
 /// `[privacy]`: how security labels are read.

@@ -146,6 +146,8 @@ pub struct Engine {
     labels: bastion_policy::LabelPolicy,
     /// Where label changes are reported.
     events: Arc<dyn SecurityEventSink>,
+    /// The labelling service's rules, applied to every write's new content.
+    labelling: Vec<bastion_policy::LabellingRule>,
 }
 
 /// Result parameters of search (never part of the query itself).
@@ -164,7 +166,14 @@ impl Engine {
             pages,
             labels: bastion_policy::LabelPolicy::default(),
             events: Arc::new(crate::auth::events::LogSink),
+            labelling: Vec::new(),
         }
+    }
+
+    /// The same engine with the labelling service's rules.
+    pub fn with_labelling(mut self, rules: Vec<bastion_policy::LabellingRule>) -> Self {
+        self.labelling = rules;
+        self
     }
 
     /// The same engine under the deployment's label policy (default: `N` for every type).
@@ -332,6 +341,11 @@ impl Engine {
         new: Option<&mut Value>,
         old: Option<&StoredVersion>,
     ) -> Result<(), ApiError> {
+        // Every write's content is labelled from what it says, whoever writes it.
+        let mut new = new;
+        if let Some(body) = new.as_deref_mut() {
+            bastion_policy::labelling::apply(&self.labelling, resource_type, body);
+        }
         // The server's own work (`bastion import`, demo data) writes what it is given: an
         // export of another deployment keeps its stamps.
         let Some(scope) = ctx.scope.as_deref() else { return Ok(()) };

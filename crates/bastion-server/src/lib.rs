@@ -34,5 +34,10 @@ pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engin
     let pages = paging::PageSigner::load_or_create(std::path::Path::new(&config.server.data_dir))
         .map_err(|e| bastion_store::StoreError::Config(format!("data directory {}: {e}", config.server.data_dir)))?;
     let labels = config.privacy.label_policy().map_err(bastion_store::StoreError::Config)?;
-    Ok(Arc::new(Engine::new(store, fhir_base(public_url), config.limits.clone(), pages).with_label_policy(labels)))
+    let labelling = config.labelling_rules().map_err(bastion_store::StoreError::Config)?;
+    Ok(Arc::new(
+        Engine::new(store, fhir_base(public_url), config.limits.clone(), pages)
+            .with_label_policy(labels)
+            .with_labelling(labelling),
+    ))
 }
