@@ -10,6 +10,7 @@ mod browser;
 mod capability;
 mod cli;
 mod conditional;
+mod consent;
 mod crud;
 mod everything;
 mod external_idp;

@@ -164,6 +164,14 @@ impl Clearance {
         out
     }
 
+    /// May the caller see one label (an inline label on an element, say)? The same rule as
+    /// [`Clearance::predicate`] applies to a resource's labels.
+    pub fn sees_label(&self, system: Option<&str>, code: &str) -> bool {
+        let matches =
+            |values: &[TokenValue]| values.iter().any(|v| bastion_search::access::token_matches(v, system, code));
+        matches(&self.allowed(TestData::Included)) || (self.label_admin && !matches(&known_labels()))
+    }
+
     /// The resources of `resource_type` (`None`: of any type) the caller's labels let it see.
     pub fn predicate(&self, resource_type: Option<&str>, test_data: TestData) -> AccessPredicate {
         let allowed = self.allowed(test_data);

@@ -29,8 +29,10 @@
 //!   whatever any allow rule says.
 #![forbid(unsafe_code)]
 
+pub mod consent;
 pub mod labelling;
 pub mod labels;
+pub mod redaction;
 mod rules;
 
 use bastion_search::{AccessPredicate, Clause, SearchQuery};
@@ -137,6 +139,8 @@ pub struct AccessScope {
     rules: Vec<Rule>,
     /// What it may see of labelled data; `None` only in this crate's tests of the other rules.
     clearance: Option<Clearance>,
+    /// What the patients' Consents leave it: `(reading, changing)`; `None` where none narrows.
+    consent: Option<(AccessPredicate, AccessPredicate)>,
 }
 
 impl AccessScope {
@@ -149,7 +153,14 @@ impl AccessScope {
             attributes: Attributes::default(),
             rules: Vec::new(),
             clearance: Some(Clearance::minimal()),
+            consent: None,
         }
+    }
+
+    /// The same scope narrowed by what the patients' Consents leave the caller for reading
+    /// (read, search, history) and for changing (update, patch, delete); see [`consent`].
+    pub fn with_consent(&self, reading: AccessPredicate, changing: AccessPredicate) -> AccessScope {
+        AccessScope { consent: Some((reading, changing)), ..self.clone() }
     }
 
     /// The same scope for a caller with this clearance (until then: [`Clearance::minimal`]).
@@ -163,9 +174,9 @@ impl AccessScope {
         self.clearance.as_ref().unwrap_or_else(|| MINIMAL.get_or_init(Clearance::minimal))
     }
 
-    /// `reach` narrowed by the caller's labels, except for what a create brings in: the
-    /// labels of new content are the labelling service's to decide, and a caller may write
-    /// what it will not see again.
+    /// `reach` narrowed by the caller's labels and the patients' Consents, except for what a
+    /// create brings in: the labels of new content are the labelling service's to decide, and
+    /// a caller may write what it will not see again.
     fn labelled(
         &self,
         reach: AccessPredicate,
@@ -173,10 +184,20 @@ impl AccessScope {
         action: Action,
         test: TestData,
     ) -> AccessPredicate {
-        match (&self.clearance, action) {
-            (None, _) | (_, Action::Create) => reach,
-            (Some(c), _) => AccessPredicate::All(vec![reach, c.predicate(resource_type, test)]).simplified(),
+        if action == Action::Create || reach == AccessPredicate::DenyAll {
+            return reach;
         }
+        let mut all = vec![reach];
+        if let Some(c) = &self.clearance {
+            all.push(c.predicate(resource_type, test));
+        }
+        if let Some((reading, changing)) = &self.consent {
+            all.push(match action {
+                Action::Read | Action::Search => reading.clone(),
+                Action::Update | Action::Delete | Action::Create => changing.clone(),
+            });
+        }
+        AccessPredicate::All(all).simplified()
     }
 
     /// The same scope, narrowed by the deployment's attribute rules for a caller with these

@@ -31,6 +31,12 @@ pub enum AccessPredicate {
     /// Resources of one of these types (how a rule about some types enters the predicate of
     /// an interaction across all types).
     ResourceType(Vec<String>),
+    /// These resources, as `(type, id)` (a Consent provision about named data).
+    Instances(Vec<(String, String)>),
+    /// Resources in the compartment of some patient *not* listed (Patient resources count as
+    /// members of their own): `Not` of it keeps what belongs to the listed patients, or to
+    /// nobody (how an opt-in base policy hides the records of patients without a Consent).
+    OutsideCompartments(Vec<String>),
     /// Resources with at least one value of the token parameter `param` matching one of
     /// `values` (the same match as the search `param=values`).
     Token { param: String, values: Vec<TokenValue> },
@@ -72,6 +78,11 @@ impl AccessPredicate {
                     || row.compartments.iter().any(|c| patients.contains(c))
             }
             AccessPredicate::ResourceType(types) => types.iter().any(|t| t == row.resource_type),
+            AccessPredicate::Instances(list) => list.iter().any(|(t, id)| t == row.resource_type && id == row.id),
+            AccessPredicate::OutsideCompartments(patients) => {
+                (row.resource_type == "Patient" && !patients.iter().any(|p| p == row.id))
+                    || row.compartments.iter().any(|c| !patients.contains(c))
+            }
             AccessPredicate::ReferencedFromCompartment(patients) => row.referrers.iter().any(|p| patients.contains(p)),
             AccessPredicate::Token { param, values } => row.resource.is_some_and(|r| {
                 crate::index::token_rows(r, param)
@@ -97,6 +108,8 @@ impl AccessPredicate {
             | AccessPredicate::DenyAll
             | AccessPredicate::PatientCompartment(_)
             | AccessPredicate::ResourceType(_)
+            | AccessPredicate::Instances(_)
+            | AccessPredicate::OutsideCompartments(_)
             | AccessPredicate::ReferencedFromCompartment(_) => false,
             AccessPredicate::Token { .. } | AccessPredicate::TokenOtherThan { .. } => true,
             AccessPredicate::All(ps) | AccessPredicate::Any(ps) => ps.iter().any(AccessPredicate::needs_content),
@@ -178,6 +191,7 @@ impl AccessPredicate {
                 p => Not(Box::new(p)),
             },
             PatientCompartment(ps) | ResourceType(ps) | ReferencedFromCompartment(ps) if ps.is_empty() => DenyAll,
+            Instances(list) if list.is_empty() => DenyAll,
             Token { values, .. } if values.is_empty() => DenyAll,
             p => p,
         }

@@ -77,6 +77,10 @@ pub struct PrivacyConfig {
     pub confidentiality_by_type: std::collections::BTreeMap<String, String>,
     /// The highest confidentiality break the glass reveals (`R`, or `V`).
     pub break_glass_ceiling: String,
+    /// What applies where no Consent speaks: `opt-out` (share what the access rules allow
+    /// unless a Consent denies) or `opt-in` (share nothing of a patient's record without
+    /// their permit).
+    pub consent_base: String,
 }
 
 impl Default for PrivacyConfig {
@@ -85,11 +89,20 @@ impl Default for PrivacyConfig {
             default_confidentiality: "N".into(),
             confidentiality_by_type: Default::default(),
             break_glass_ceiling: "R".into(),
+            consent_base: "opt-out".into(),
         }
     }
 }
 
 impl PrivacyConfig {
+    pub fn consent_base(&self) -> Result<bastion_policy::consent::BasePolicy, String> {
+        match self.consent_base.as_str() {
+            "opt-out" => Ok(bastion_policy::consent::BasePolicy::OptOut),
+            "opt-in" => Ok(bastion_policy::consent::BasePolicy::OptIn),
+            _ => Err("privacy.consent_base must be opt-out or opt-in".into()),
+        }
+    }
+
     pub fn label_policy(&self) -> Result<bastion_policy::LabelPolicy, String> {
         use bastion_fhir::labels::Confidentiality;
         let level = |key: &str, code: &str| {

@@ -148,6 +148,8 @@ pub struct Engine {
     events: Arc<dyn SecurityEventSink>,
     /// The labelling service's rules, applied to every write's new content.
     labelling: Vec<bastion_policy::LabellingRule>,
+    /// The patients' Consents, applied to every caller with a token.
+    consents: crate::consents::ConsentEnforcer,
 }
 
 /// Result parameters of search (never part of the query itself).
@@ -167,7 +169,19 @@ impl Engine {
             labels: bastion_policy::LabelPolicy::default(),
             events: Arc::new(crate::auth::events::LogSink),
             labelling: Vec::new(),
+            consents: crate::consents::ConsentEnforcer::new(Default::default(), Default::default()),
         }
+    }
+
+    /// The same engine with `base` for what no Consent speaks about (default: opt-out).
+    pub fn with_consent_base(mut self, base: bastion_policy::consent::BasePolicy) -> Self {
+        self.consents = crate::consents::ConsentEnforcer::new(base, self.labels.clone());
+        self
+    }
+
+    /// A caller's scope for this request: its token's, narrowed by the Consents on file now.
+    pub async fn scope_of(&self, principal: &crate::auth::Principal) -> Result<Arc<AccessScope>, ApiError> {
+        self.consents.scope_of(&*self.store, principal, &*self.events).await
     }
 
     /// The same engine with the labelling service's rules.
@@ -178,6 +192,7 @@ impl Engine {
 
     /// The same engine under the deployment's label policy (default: `N` for every type).
     pub fn with_label_policy(mut self, labels: bastion_policy::LabelPolicy) -> Self {
+        self.consents = crate::consents::ConsentEnforcer::new(self.consents.base(), labels.clone());
         self.labels = labels;
         self
     }

@@ -364,7 +364,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
         scope: match &caller {
             Caller::Unrestricted => None,
             Caller::Anonymous(s) => Some(s.clone()),
-            Caller::Token(p) => Some(p.access.clone()),
+            Caller::Token(p) => Some(engine.scope_of(p).await?),
         },
         // With a scope, every interaction gets its predicate from it (Engine::authorize); a
         // path that forgot to ask would see nothing, never everything.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bundle;
 pub mod capability;
 pub mod config;
+pub mod consents;
 pub mod engine;
 pub mod error;
 pub mod http;
@@ -35,9 +36,11 @@ pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engin
         .map_err(|e| bastion_store::StoreError::Config(format!("data directory {}: {e}", config.server.data_dir)))?;
     let labels = config.privacy.label_policy().map_err(bastion_store::StoreError::Config)?;
     let labelling = config.labelling_rules().map_err(bastion_store::StoreError::Config)?;
+    let consent_base = config.privacy.consent_base().map_err(bastion_store::StoreError::Config)?;
     Ok(Arc::new(
         Engine::new(store, fhir_base(public_url), config.limits.clone(), pages)
             .with_label_policy(labels)
-            .with_labelling(labelling),
+            .with_labelling(labelling)
+            .with_consent_base(consent_base),
     ))
 }

@@ -66,6 +66,10 @@ pub trait Store: Send + Sync {
 
     /// A grant's payload while it is valid and not used yet; does not use it.
     async fn peek_grant(&self, kind: &str, id: &str, now: i64) -> Result<Option<String>>;
+
+    /// The sequence number of the latest version of any resource of these types (0 when
+    /// none): a cheap way to know that a cache of them is stale.
+    async fn latest_change(&self, types: &[&str]) -> Result<i64>;
 }
 
 /// A write transaction: every change inside it lands together or not at all.

@@ -175,6 +175,24 @@ pub(crate) async fn any_revoked(c: &dyn Conn, ids: &[String]) -> Result<bool> {
     Ok(c.int(&sql::any_revoked(ids)).await?.is_some())
 }
 
+pub(crate) async fn latest_change(c: &dyn Conn, types: &[&str]) -> Result<i64> {
+    if types.is_empty() {
+        return Ok(0);
+    }
+    // One indexed MAX per type (resource_versions_type_seq), however many versions there are.
+    let mut text = String::from("SELECT COALESCE(MAX(s), 0) FROM (");
+    let mut params = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        if i > 0 {
+            text.push_str(" UNION ALL ");
+        }
+        text.push_str("SELECT MAX(seq) AS s FROM resource_versions WHERE res_type = ?");
+        params.push(SqlValue::Text(t.to_string()));
+    }
+    text.push_str(") m");
+    Ok(c.int(&stmt(&text, params)).await?.unwrap_or(0))
+}
+
 pub(crate) async fn record_import(c: &dyn Conn, sha256: &str, name: &str, resources: u64) -> Result<()> {
     let now = bastion_fhir::primitives::Instant::now().millis;
     c.execute(&stmt(

@@ -182,6 +182,10 @@ impl Store for PgStore {
     async fn peek_grant(&self, kind: &str, id: &str, now: i64) -> Result<Option<String>> {
         ops::peek_grant(&PgConn(&*self.client().await?), kind, id, now).await
     }
+
+    async fn latest_change(&self, types: &[&str]) -> Result<i64> {
+        ops::latest_change(&PgConn(&*self.client().await?), types).await
+    }
 }
 
 /// A write transaction on one pooled connection.

@@ -122,6 +122,29 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
         AccessPredicate::ResourceType(types) => {
             sql.pusha("{v}.res_type IN ", &a).bind_list(types);
         }
+        AccessPredicate::Instances(list) if list.is_empty() => {
+            sql.push("1 = 0");
+        }
+        AccessPredicate::Instances(list) => {
+            sql.push("(");
+            for (i, (t, id)) in list.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.pusha("({v}.res_type = ", &a).bind_text(t).pusha(" AND {v}.res_id = ", &a).bind_text(id).push(")");
+            }
+            sql.push(")");
+        }
+        AccessPredicate::OutsideCompartments(patients) if patients.is_empty() => {
+            sql.pusha("({v}.res_type = 'Patient' OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id))", &a);
+        }
+        AccessPredicate::OutsideCompartments(patients) => {
+            sql.pusha("(({v}.res_type = 'Patient' AND {v}.res_id NOT IN ", &a);
+            sql.bind_list(patients);
+            sql.pusha(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND c.patient_id NOT IN ", &a);
+            sql.bind_list(patients);
+            sql.push("))");
+        }
         AccessPredicate::Token { values, .. } if values.is_empty() => {
             sql.push("1 = 0");
         }

@@ -305,6 +305,10 @@ impl Store for SqliteStore {
     async fn peek_grant(&self, kind: &str, id: &str, now: i64) -> Result<Option<String>> {
         ops::peek_grant(&*self.reader()?, kind, id, now).await
     }
+
+    async fn latest_change(&self, types: &[&str]) -> Result<i64> {
+        ops::latest_change(&*self.reader()?, types).await
+    }
 }
 
 /// A write transaction holding the single write connection.

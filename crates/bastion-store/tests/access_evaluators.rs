@@ -28,6 +28,8 @@ const ORGS: &[&str] = &["Organization/x", "Organization/y"];
 const ORG_TAG: &str = "urn:bastion:creating-organization";
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const TYPES: &[&str] = &["Patient", "Practitioner", "Observation"];
+const INSTANCES: &[(&str, &str)] =
+    &[("Patient", "p0"), ("Patient", "p2"), ("Observation", "o1"), ("Observation", "o7"), ("Practitioner", "o1")];
 const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
 const LABELS: &[(Option<&str>, &str)] = &[
     (Some(CONFIDENTIALITY), "N"),
@@ -125,6 +127,10 @@ fn predicate() -> impl Strategy<Value = AccessPredicate> {
         subset(PATIENTS).prop_map(AccessPredicate::PatientCompartment),
         subset(PATIENTS).prop_map(AccessPredicate::ReferencedFromCompartment),
         subset(TYPES).prop_map(AccessPredicate::ResourceType),
+        subset(PATIENTS).prop_map(AccessPredicate::OutsideCompartments),
+        proptest::sample::subsequence(INSTANCES, 0..=INSTANCES.len()).prop_map(|list| AccessPredicate::Instances(
+            list.into_iter().map(|(t, id)| (t.to_string(), id.to_string())).collect()
+        )),
         proptest::sample::select(CATEGORIES).prop_map(|c| token("category", CATEGORY_SYSTEM, c)),
         proptest::sample::select(CATEGORIES).prop_map(|c| AccessPredicate::Token {
             param: "category".into(),

@@ -92,6 +92,12 @@ pub enum SecurityEvent {
         patient: Option<String>,
         encounter: Option<String>,
     },
+    /// Patients' Consents narrow what a caller may reach (recorded once per caller and change
+    /// to the Consents on file): who, and whose records.
+    ConsentRestricts {
+        caller: String,
+        patients: Vec<String>,
+    },
     /// A write changed a resource's security labels (`system|code`, before and after).
     LabelsChanged {
         resource: String,
@@ -118,6 +124,7 @@ impl SecurityEvent {
             SecurityEvent::BearerRefused { .. } => "bearer-refused",
             SecurityEvent::LaunchRegistered { .. } => "launch-registered",
             SecurityEvent::LabelsChanged { .. } => "labels-changed",
+            SecurityEvent::ConsentRestricts { .. } => "consent-restricts",
         }
     }
 }
