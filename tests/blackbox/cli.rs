@@ -41,6 +41,10 @@ fn bad_privacy_settings_rejected_at_start() {
             "[[labelling]]\nname = \"psy\"\ntypes = [\"Condition\"]\ncodes = [\"http://snomed.info/sct|35489007\"]\nlabels = [\"http://terminology.hl7.org/CodeSystem/v3-ActCode|PSYCH\"]\n",
             "not a security label this server knows",
         ),
+        (
+            "[[roles]]\nname = \"desk\"\n[[masking]]\nname = \"m\"\ntypes = [\"Patient\"]\nelements = [\"telephone\"]\nroles = [\"desk\"]\n",
+            "has no element telephone",
+        ),
     ] {
         let cfg = dir.join("bad.toml");
         std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{toml}", dir.display()))

@@ -56,6 +56,22 @@ name = "all-sensitivities"
 permissions = ["user/*.cruds"]
 sensitivity = ["*"]
 
+[[users]]
+username = "desk"
+password = "{hash}"
+fhir_user = "Practitioner/desk"
+roles = ["front-desk"]
+
+[[roles]]
+name = "front-desk"
+permissions = ["user/Patient.rs"]
+
+[[masking]]
+name = "contact-details"
+types = ["Patient"]
+elements = ["telecom", "address"]
+roles = ["front-desk"]
+
 [[labelling]]
 name = "mental-health"
 types = ["Observation", "Condition"]
@@ -390,4 +406,83 @@ backends_from!(labelling_service_labels_an_update_that_turns_sensitive, labels_s
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Condition/later").await).await), vec!["PSY", "R"]);
+});
+
+const INLINE: &str = "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label";
+
+/// A Patient whose second name is restricted and whose birth date is psychiatry-sensitive,
+/// labelled inline.
+fn inline_patient() -> Value {
+    json!({"resourceType": "Patient", "id": "inline",
+        "meta": {"security": [{"system": ACT_CODE, "code": "PROCESSINLINELABEL"}]},
+        "name": [{"family": "Known"},
+                 {"family": "Former", "extension": [{"url": INLINE, "valueCoding": {"system": CONF, "code": "R"}}]}],
+        "birthDate": "1970-01-01",
+        "_birthDate": {"extension": [{"url": INLINE, "valueCoding": {"system": ACT_CODE, "code": "PSY"}}]},
+        "telecom": [{"system": "phone", "value": "555-0100"}],
+        "gender": "other"})
+}
+
+fn marks(r: &Value) -> Vec<String> {
+    r["meta"]["security"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| l["system"] == "http://terminology.hl7.org/CodeSystem/v3-ObservationValue")
+                .map(|l| l["code"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+backends_from!(inline_labelled_elements_are_removed_and_the_copy_marked_redacted, labels_server, |srv| {
+    assert!(srv.put("Patient/inline", &inline_patient()).await.status().is_success());
+    let plain = user_token(&srv, "dr-plain").await;
+    let r = body(get_as(&srv, &plain, "Patient/inline").await).await;
+    assert_eq!(r["name"], json!([{"family": "Known"}]), "the restricted name is gone");
+    assert!(r.get("birthDate").is_none() && r.get("_birthDate").is_none(), "the PSY birth date is gone");
+    assert!(!r.to_string().contains("Former") && !r.to_string().contains("1970"), "{r}");
+    assert_eq!(r["gender"], "other");
+    assert_eq!(marks(&r), vec!["REDACTED"]);
+    // The same on every path.
+    let b = body(get_as(&srv, &plain, "Patient?_id=inline").await).await;
+    assert_eq!(b["entry"][0]["resource"], r);
+    let h = body(get_as(&srv, &plain, "Patient/inline/_history").await).await;
+    assert!(!h.to_string().contains("Former"), "history is redacted too");
+    // Whoever may see everything gets the record, unmarked.
+    let all = user_token(&srv, "dr-all").await;
+    let full = body(get_as(&srv, &all, "Patient/inline").await).await;
+    assert_eq!(full["name"].as_array().unwrap().len(), 2);
+    assert_eq!(full["birthDate"], "1970-01-01");
+    assert!(marks(&full).is_empty());
+});
+
+backends_from!(redacted_copy_cannot_overwrite_the_record, labels_server, |srv| {
+    assert!(srv.put("Patient/inline", &inline_patient()).await.status().is_success());
+    let plain = user_token(&srv, "dr-plain").await;
+    let copy = body(get_as(&srv, &plain, "Patient/inline").await).await;
+    let outcome = assert_outcome(
+        srv.send_as(&plain, "PUT", "Patient/inline", Some(copy)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(outcome.to_string().contains("meta.security"), "{outcome}");
+    let stored = body(srv.get("Patient/inline").await).await;
+    assert_eq!(stored["name"].as_array().unwrap().len(), 2, "nothing lost");
+});
+
+backends_from!(masking_rule_masks_contact_details_for_its_roles, labels_server, |srv| {
+    assert!(srv.put("Patient/inline", &inline_patient()).await.status().is_success());
+    let desk =
+        tokens_for(&srv, "openid fhirUser user/Patient.rs", "desk").await["access_token"].as_str().unwrap().to_string();
+    let r = body(get_as(&srv, &desk, "Patient/inline").await).await;
+    assert!(!r.to_string().contains("555-0100"), "{r}");
+    assert_eq!(r["telecom"][0]["extension"][0]["valueCode"], "masked");
+    let mut m = marks(&r);
+    m.sort();
+    assert_eq!(m, vec!["MASKED", "REDACTED"]);
+    // A clinician is not masked.
+    let plain = user_token(&srv, "dr-plain").await;
+    let r = body(get_as(&srv, &plain, "Patient/inline").await).await;
+    assert_eq!(r["telecom"][0]["value"], "555-0100");
 });

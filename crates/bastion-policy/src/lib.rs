@@ -208,6 +208,11 @@ impl AccessScope {
         self
     }
 
+    /// The caller's roles (`[[roles]]` names), for masking rules.
+    pub fn roles(&self) -> &[String] {
+        &self.attributes.roles
+    }
+
     /// The organization the server stamps on what this caller creates.
     pub fn organization(&self) -> Option<&str> {
         self.attributes.organization.as_deref()

@@ -428,7 +428,7 @@ pub async fn apply_transaction(
                     let v = interactions::create(tx, body, Some(id))
                         .await
                         .map_err(|err| ApiError::from(err).in_entry(index))?;
-                    engine.written_reply(StatusCode::CREATED, &v)
+                    engine.written_reply(&e.ctx, StatusCode::CREATED, &v)
                 }
                 None => {
                     // If-None-Exist matched: report the existing resource, create nothing.

@@ -34,6 +34,19 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// The labelling service's rules (`[[labelling]]`), see docs/privacy.md.
     pub labelling: Vec<LabellingConfig>,
+    /// Masking rules (`[[masking]]`), see docs/privacy.md.
+    pub masking: Vec<MaskingConfig>,
+}
+
+/// One `[[masking]]` table: for callers with one of `roles`, the named top-level elements
+/// of `types` are masked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    pub name: String,
+    pub types: Vec<String>,
+    pub elements: Vec<String>,
+    pub roles: Vec<String>,
 }
 
 /// One `[[labelling]]` table, checked by `bastion_policy::LabellingRule::from_spec`.
@@ -49,6 +62,43 @@ pub struct LabellingConfig {
 }
 
 impl Config {
+    /// The masking rules, checked: known types, real elements, defined roles.
+    pub fn masking_rules(&self) -> Result<Vec<bastion_policy::redaction::MaskingRule>, String> {
+        let mut out = Vec::new();
+        for m in &self.masking {
+            let err = |reason: String| format!("masking rule {}: {reason}", m.name);
+            if m.types.is_empty() || m.elements.is_empty() || m.roles.is_empty() {
+                return Err(err("needs types, elements and roles".into()));
+            }
+            for t in &m.types {
+                if !bastion_fhir::definitions::is_resource_type(t) {
+                    return Err(err(format!("{t} is not an R4 resource type")));
+                }
+                for e in &m.elements {
+                    if matches!(e.as_str(), "id" | "meta" | "resourceType")
+                        || bastion_fhir::definitions::type_definition(t)
+                            .and_then(|d| d.root_table().lookup(e))
+                            .is_none()
+                    {
+                        return Err(err(format!("{t} has no element {e} that can be masked")));
+                    }
+                }
+            }
+            for r in &m.roles {
+                if !self.roles.iter().any(|role| &role.name == r) {
+                    return Err(err(format!("names an unknown role {r}")));
+                }
+            }
+            out.push(bastion_policy::redaction::MaskingRule {
+                name: m.name.clone(),
+                types: m.types.clone(),
+                elements: m.elements.clone(),
+                roles: m.roles.clone(),
+            });
+        }
+        Ok(out)
+    }
+
     /// The labelling rules, checked.
     pub fn labelling_rules(&self) -> Result<Vec<bastion_policy::LabellingRule>, String> {
         self.labelling

@@ -150,6 +150,8 @@ pub struct Engine {
     labelling: Vec<bastion_policy::LabellingRule>,
     /// The patients' Consents, applied to every caller with a token.
     consents: crate::consents::ConsentEnforcer,
+    /// `[[masking]]` rules, applied to what callers with their roles get.
+    masking: Vec<bastion_policy::redaction::MaskingRule>,
 }
 
 /// Result parameters of search (never part of the query itself).
@@ -170,7 +172,14 @@ impl Engine {
             events: Arc::new(crate::auth::events::LogSink),
             labelling: Vec::new(),
             consents: crate::consents::ConsentEnforcer::new(Default::default(), Default::default()),
+            masking: Vec::new(),
         }
+    }
+
+    /// The same engine with the deployment's masking rules.
+    pub fn with_masking(mut self, rules: Vec<bastion_policy::redaction::MaskingRule>) -> Self {
+        self.masking = rules;
+        self
     }
 
     /// The same engine with `base` for what no Consent speaks about (default: opt-out).
@@ -475,7 +484,7 @@ impl Engine {
                 match self.store.vread(&ctx.access, &resource_type, &id, version).await? {
                     None => Err(ApiError::NotFound(format!("{resource_type}/{id}/_history/{version} is not known"))),
                     Some(v) if v.is_deleted() => Err(ApiError::Gone { resource_type, id, version }),
-                    Some(v) => Ok(Reply::of_version(StatusCode::OK, &v, &self.base)),
+                    Some(v) => Ok(self.version_reply(ctx, StatusCode::OK, &v)),
                 }
             }
             Interaction::History { level, params } => self.history(ctx, level, &params).await,
@@ -505,7 +514,7 @@ impl Engine {
         if v.is_deleted() {
             return Err(ApiError::Gone { resource_type: resource_type.into(), id: id.into(), version: v.version });
         }
-        let mut reply = Reply::of_version(StatusCode::OK, &v, &self.base);
+        let mut reply = self.version_reply(ctx, StatusCode::OK, &v);
         let not_modified = ctx.conditions.if_none_match.as_deref().and_then(parse_etag) == Some(v.version)
             || ctx
                 .conditions
@@ -592,10 +601,36 @@ impl Engine {
         Ok(())
     }
 
-    pub fn written_reply(&self, status: StatusCode, v: &StoredVersion) -> Reply {
-        let mut r = Reply::of_version(status, v, &self.base);
+    pub fn written_reply(&self, ctx: &RequestContext, status: StatusCode, v: &StoredVersion) -> Reply {
+        let mut r = self.version_reply(ctx, status, v);
         r.is_write_result = true;
         r
+    }
+
+    /// A version as the caller gets it: redacted and masked for it.
+    fn version_reply(&self, ctx: &RequestContext, status: StatusCode, v: &StoredVersion) -> Reply {
+        let mut r = Reply::of_version(status, v, &self.base);
+        if let Some(shown) = self.shown(ctx, &v.resource_type, v.body.as_deref()) {
+            r.body = ReplyBody::Raw(shown);
+        }
+        r
+    }
+
+    /// The caller's copy of a stored body when it differs from the record: elements its
+    /// inline labels hide removed, elements a masking rule names for its roles masked, the
+    /// copy marked `REDACTED` / `MASKED`. `None`: the record as stored (the common case,
+    /// decided by a byte scan and the rules' types without parsing).
+    pub(crate) fn shown(&self, ctx: &RequestContext, resource_type: &str, body: Option<&[u8]>) -> Option<Vec<u8>> {
+        let (scope, body) = (ctx.scope.as_deref()?, body?);
+        let masking: Vec<&bastion_policy::redaction::MaskingRule> =
+            self.masking.iter().filter(|m| m.applies(resource_type, scope.roles())).collect();
+        if masking.is_empty() && !bastion_policy::redaction::may_have_inline_labels(body) {
+            return None;
+        }
+        let mut resource: Value = serde_json::from_slice(body).ok()?;
+        let redacted = bastion_policy::redaction::redact(&mut resource, scope.clearance());
+        let masked = bastion_policy::redaction::mask(&mut resource, &masking);
+        (redacted || masked).then(|| serde_json::to_vec(&resource).unwrap_or_default())
     }
 
     /// Runs a write interaction inside `tx` (not committed here).
@@ -614,7 +649,7 @@ impl Engine {
                                 .current(&resource_type, id)
                                 .await?
                                 .ok_or_else(|| ApiError::Internal("conditional create match vanished".into()))?;
-                            return Ok(self.written_reply(StatusCode::OK, &existing));
+                            return Ok(self.written_reply(ctx, StatusCode::OK, &existing));
                         }
                         _ => {
                             return Err(ApiError::PreconditionFailed(
@@ -627,7 +662,7 @@ impl Engine {
                 self.check_write(ctx, Action::Create, &resource_type, "", Some(&mut body), None)?;
                 self.check_references(tx, ctx, &body).await?;
                 let v = interactions::create(tx, body, None).await?;
-                Ok(self.written_reply(StatusCode::CREATED, &v))
+                Ok(self.written_reply(ctx, StatusCode::CREATED, &v))
             }
             Interaction::Update { resource_type, target, body } => {
                 let id = match target {
@@ -645,7 +680,7 @@ impl Engine {
                                 self.check_write(ctx, Action::Update, &resource_type, "", Some(&mut body), None)?;
                                 self.check_references(tx, ctx, &body).await?;
                                 let v = interactions::create(tx, body, None).await?;
-                                return Ok(self.written_reply(StatusCode::CREATED, &v));
+                                return Ok(self.written_reply(ctx, StatusCode::CREATED, &v));
                             }
                             ([], Some(id)) => {
                                 if tx.current(&resource_type, &id).await?.is_some_and(|c| !c.is_deleted()) {
@@ -775,7 +810,7 @@ impl Engine {
         self.check_write(ctx, Action::Update, resource_type, id, Some(&mut body), current.as_ref())?;
         self.check_references(tx, ctx, &body).await?;
         let (v, created) = interactions::update(tx, resource_type, id, body, if_match, method).await?;
-        Ok(self.written_reply(if created { StatusCode::CREATED } else { StatusCode::OK }, &v))
+        Ok(self.written_reply(ctx, if created { StatusCode::CREATED } else { StatusCode::OK }, &v))
     }
 
     /// The one resource a PATCH targets.
@@ -911,7 +946,9 @@ impl Engine {
                 "request": {"method": v.method.as_str(), "url": url},
                 "response": {"status": status, "etag": format!("W/\"{}\"", v.version), "lastModified": v.last_updated.to_fhir()},
             });
-            w.entry_raw(Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)), v.body.as_deref(), &rest);
+            let shown = self.shown(ctx, &v.resource_type, v.body.as_deref());
+            let body = shown.as_deref().or(v.body.as_deref());
+            w.entry_raw(Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)), body, &rest);
             w.raise_confidentiality(self.confidentiality_of(&v.resource_type, v.body.as_deref()));
         }
         Ok(Reply::raw(StatusCode::OK, w.finish()))
@@ -1059,7 +1096,8 @@ impl Engine {
         );
         for (mode, list) in [("match", &result.items), ("include", &included)] {
             for v in list {
-                let shaped = shape.apply(v.body.as_deref())?;
+                let shown = self.shown(ctx, &v.resource_type, v.body.as_deref());
+                let shaped = shape.apply(shown.as_deref().or(v.body.as_deref()))?;
                 w.entry_raw(
                     Some(&format!("{}/{}/{}", self.base, v.resource_type, v.id)),
                     shaped.as_deref(),

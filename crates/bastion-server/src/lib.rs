@@ -41,6 +41,7 @@ pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engin
         Engine::new(store, fhir_base(public_url), config.limits.clone(), pages)
             .with_label_policy(labels)
             .with_labelling(labelling)
-            .with_consent_base(consent_base),
+            .with_consent_base(consent_base)
+            .with_masking(config.masking_rules().map_err(bastion_store::StoreError::Config)?),
     ))
 }
