@@ -115,6 +115,8 @@ backends_from!(consent_denying_a_practitioner_takes_effect_on_the_next_request, 
     put_consent(&srv, &consent("c1", "ann", deny_actor("Practitioner/dr-a"))).await;
     // The same token, the next request.
     assert_eq!(status(&srv, &a, "Observation/ann-weight").await, StatusCode::NOT_FOUND);
+    // The decision is recorded: who, and whose record.
+    assert_eq!(srv.log_lines_with(&["consent-restricts", "dr-a", "ann"]).len(), 1);
     assert_eq!(status(&srv, &a, "Patient/ann").await, StatusCode::NOT_FOUND);
     assert_eq!(status(&srv, &a, "Observation/ann-weight/_history").await, StatusCode::NOT_FOUND);
     assert_eq!(status(&srv, &a, "Patient/ann/$everything").await, StatusCode::NOT_FOUND);

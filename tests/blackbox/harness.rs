@@ -30,6 +30,8 @@ pub struct Server {
     pg: Option<(String, String)>, // (admin url, database)
     /// Every line the server printed on standard output so far.
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line of its log (standard error) so far: warnings, and the security events.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Whether dropping this server removes its data directory (a second node does not).
     owns_data: bool,
 }
@@ -198,7 +200,8 @@ impl Server {
             .arg(config_path)
             .args(args)
             .current_dir(&data_dir)
-            .env("BASTION_LOG", "warn")
+            // Warnings, and every security event (what the audit trail will record).
+            .env("BASTION_LOG", "warn,bastion_server::auth::events=info")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -218,6 +221,14 @@ impl Server {
                 collected.lock().unwrap().push(line);
             }
         });
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_lines.lock().unwrap().push(line);
+            }
+        });
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(root) => Ok(Server {
                 child,
@@ -227,17 +238,23 @@ impl Server {
                 data_dir,
                 pg,
                 stdout: lines,
+                log,
                 owns_data: true,
             }),
             Err(_) => {
                 let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                let err = log.lock().unwrap().join("\n");
                 Err(format!("no 'listening on' line; stderr: {err}"))
             }
         }
+    }
+
+    /// The log lines so far that contain every one of `needles` (a security event's name and
+    /// what it names, say).
+    pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        self.log.lock().unwrap().iter().filter(|l| needles.iter().all(|n| l.contains(n))).cloned().collect()
     }
 
     pub fn url(&self, path: &str) -> String {

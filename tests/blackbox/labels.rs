@@ -286,6 +286,7 @@ backends_from!(plain_put_cannot_remove_or_lower_a_label, labels_server, |srv| {
     let r = srv.send_as(&psych, "PUT", "Observation/restricted", Some(labelled("restricted", &[]))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["R"]);
+    assert!(srv.log_lines_with(&["labels-changed", "Observation/restricted"]).is_empty(), "nothing changed");
     let r = srv.send_as(&psych, "PUT", "Observation/restricted", Some(labelled("restricted", &[(CONF, "N")]))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["R"]);
@@ -322,6 +323,10 @@ backends_from!(label_admin_may_change_and_remove_labels, labels_server, |srv| {
     let r = srv.put("Observation/restricted", &labelled("restricted", &[(CONF, "N")])).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["N"]);
+    // The change is recorded: what, by whom, before and after.
+    let events = srv.log_lines_with(&["labels-changed", "Observation/restricted", "blackbox-admin"]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("v3-Confidentiality|R") && events[0].contains("v3-Confidentiality|N"), "{}", events[0]);
     let plain = user_token(&srv, "dr-plain").await;
     assert_eq!(get_as(&srv, &plain, "Observation/restricted").await.status(), StatusCode::OK, "now visible");
 });
@@ -351,6 +356,11 @@ backends_from!(break_the_glass_reveals_sensitive_and_restricted_but_not_very_res
     assert_eq!(get_as(&srv, &glass, "Observation/restricted").await.status(), StatusCode::OK);
     assert_outcome(get_as(&srv, &glass, "Observation/very").await, StatusCode::NOT_FOUND).await;
     assert_outcome(get_as(&srv, &glass, "Observation/unknown").await, StatusCode::NOT_FOUND).await;
+    // Every request under it is recorded as an emergency override, without the token.
+    let events = srv.log_lines_with(&["emergency-access", "Observation/psy"]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(!events[0].contains(&glass), "the token is never logged");
+    assert_eq!(srv.log_lines_with(&["emergency-access"]).len(), 4, "one per request under BTG");
 });
 
 fn depression(id: &str) -> Value {

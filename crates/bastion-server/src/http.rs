@@ -345,6 +345,18 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().strip_prefix("/fhir").unwrap_or("").trim_start_matches('/').to_string();
     let caller = caller(state, &path, &parts.headers).await?;
+    // Every request under break the glass is an emergency override, recorded before anything
+    // else can fail.
+    if let Caller::Token(p) = &caller
+        && p.purpose_of_use == "BTG"
+    {
+        state.auth.record(crate::auth::events::SecurityEvent::EmergencyAccess {
+            subject: p.subject.clone(),
+            client: p.client_id.clone(),
+            token_id: p.token_id.clone(),
+            request: format!("{} {path}", parts.method),
+        });
+    }
     let mut query = parts.uri.query().unwrap_or("").to_string();
     check_acceptable(&query, &parts.headers)?;
     let bytes = read_body(body, &parts.headers, engine.limits.max_body_bytes).await?;

@@ -92,6 +92,15 @@ pub enum SecurityEvent {
         patient: Option<String>,
         encounter: Option<String>,
     },
+    /// A request made under break the glass (purpose `BTG`): an emergency override of
+    /// Consent and sensitivity restrictions. `request` is the method and path, never the
+    /// query or the body.
+    EmergencyAccess {
+        subject: String,
+        client: String,
+        token_id: String,
+        request: String,
+    },
     /// Patients' Consents narrow what a caller may reach (recorded once per caller and change
     /// to the Consents on file): who, and whose records.
     ConsentRestricts {
@@ -125,6 +134,7 @@ impl SecurityEvent {
             SecurityEvent::LaunchRegistered { .. } => "launch-registered",
             SecurityEvent::LabelsChanged { .. } => "labels-changed",
             SecurityEvent::ConsentRestricts { .. } => "consent-restricts",
+            SecurityEvent::EmergencyAccess { .. } => "emergency-access",
         }
     }
 }
@@ -143,7 +153,8 @@ impl SecurityEventSink for LogSink {
         match &event {
             SecurityEvent::CodeReplayed { .. }
             | SecurityEvent::RefreshReplayed { .. }
-            | SecurityEvent::LoginLocked { .. } => {
+            | SecurityEvent::LoginLocked { .. }
+            | SecurityEvent::EmergencyAccess { .. } => {
                 tracing::warn!(event = name, detail = ?event, "security event");
             }
             _ => tracing::info!(event = name, detail = ?event, "security event"),
