@@ -72,29 +72,10 @@ for p in ann bob; do
   done
 done
 
-# Users sign in on the real pages: sign_in USER SCOPE... -> access token.
-field() { grep -o "name=\"$1\" value=\"[^\"]*\"" "$2" | head -1 | sed 's/.*value="//; s/"$//'; }
-sign_in() {
-  local user="$1"; shift
-  local jar="$WORK/jar-$user" scopes=() s
-  for s in "$@"; do scopes+=(--data-urlencode "scope=$s"); done
-  curl -s -c "$jar" -b "$jar" -G "$ROOT/auth/authorize" \
-    --data-urlencode response_type=code --data-urlencode client_id=bench-app --data-urlencode "redirect_uri=$REDIRECT" \
-    --data-urlencode "scope=$*" --data-urlencode state=s --data-urlencode "aud=$ROOT/fhir" \
-    --data-urlencode "code_challenge=$CHALLENGE" --data-urlencode code_challenge_method=S256 > "$WORK/login.html"
-  curl -s -c "$jar" -b "$jar" --data-urlencode "request=$(field request "$WORK/login.html")" \
-    --data-urlencode "csrf=$(field csrf "$WORK/login.html")" --data-urlencode "username=$user" \
-    --data-urlencode "password=$PASSWORD" "$ROOT/auth/login" > "$WORK/consent.html"
-  curl -s -D "$WORK/headers" -o /dev/null -c "$jar" -b "$jar" \
-    --data-urlencode "request=$(field request "$WORK/consent.html")" --data-urlencode "csrf=$(field csrf "$WORK/consent.html")" \
-    "${scopes[@]}" --data-urlencode decision=approve "$ROOT/auth/consent"
-  local code
-  code="$(grep -i '^location:' "$WORK/headers" | sed 's/.*[?&]code=\([^&]*\).*/\1/' | tr -d '\r\n')"
-  curl -s -d grant_type=authorization_code --data-urlencode "code=$code" --data-urlencode "redirect_uri=$REDIRECT" \
-    -d client_id=bench-app --data-urlencode "code_verifier=$VERIFIER" "$ROOT/auth/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/'
-}
-PATIENT="$(sign_in ann launch/patient 'patient/*.rs')"
-CLINICIAN="$(sign_in dr-all 'user/*.rs')"
+# Users sign in on the real pages.
+. bench/signin.sh
+PATIENT="$(sign_in "$ROOT" ann launch/patient 'patient/*.rs')"
+CLINICIAN="$(sign_in "$ROOT" dr-all 'user/*.rs')"
 echo ann > "$WORK/ids"
 
 run() { # $1 = token, $2 = scenario args...
