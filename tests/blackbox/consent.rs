@@ -116,7 +116,7 @@ backends_from!(consent_denying_a_practitioner_takes_effect_on_the_next_request, 
     // The same token, the next request.
     assert_eq!(status(&srv, &a, "Observation/ann-weight").await, StatusCode::NOT_FOUND);
     // The decision is recorded: who, and whose record.
-    assert_eq!(srv.log_lines_with(&["consent-restricts", "dr-a", "ann"]).len(), 1);
+    assert_eq!(srv.log_lines_with(&["consent-restricts", "dr-a", "ann"]).await.len(), 1);
     assert_eq!(status(&srv, &a, "Patient/ann").await, StatusCode::NOT_FOUND);
     assert_eq!(status(&srv, &a, "Observation/ann-weight/_history").await, StatusCode::NOT_FOUND);
     assert_eq!(status(&srv, &a, "Patient/ann/$everything").await, StatusCode::NOT_FOUND);
@@ -225,4 +225,33 @@ backends_from!(opt_in_shares_nothing_without_a_permit, opt_in_server, |srv| {
         ids(&srv, &a, "Observation").await,
         vec!["Observation/ann-psy".to_string(), "Observation/ann-weight".to_string()]
     );
+});
+
+backends_from!(consent_deny_for_a_data_period_hides_that_period_only, opt_out_server, |srv| {
+    for (id, date) in [("ann-2020", "2020-06-01"), ("ann-2024", "2024-06-01")] {
+        let o = json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": id},
+            "subject": {"reference": "Patient/ann"}, "effectiveDateTime": date});
+        assert!(srv.put(&format!("Observation/{id}"), &o).await.status().is_success());
+    }
+    put_consent(
+        &srv,
+        &consent(
+            "c1",
+            "ann",
+            json!({"type": "permit", "provision": [{"type": "deny",
+                "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"}],
+                "dataPeriod": {"start": "2020-01-01", "end": "2020-12-31"}}]}),
+        ),
+    )
+    .await;
+    let a = user(&srv, "dr-a").await;
+    assert_eq!(status(&srv, &a, "Observation/ann-2020").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&srv, &a, "Observation/ann-2024").await, StatusCode::OK);
+    assert_eq!(status(&srv, &a, "Patient/ann").await, StatusCode::OK, "the class limits the deny to Observations");
+    let found = ids(&srv, &a, "Observation?subject=Patient/ann").await;
+    assert!(
+        found.contains(&"Observation/ann-2024".to_string()) && !found.contains(&"Observation/ann-2020".to_string())
+    );
+    // An Observation without a clinical date may lie in the period: the deny covers it.
+    assert_eq!(status(&srv, &a, "Observation/ann-weight").await, StatusCode::NOT_FOUND);
 });

@@ -252,8 +252,18 @@ impl Server {
     }
 
     /// The log lines so far that contain every one of `needles` (a security event's name and
-    /// what it names, say).
-    pub fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+    /// what it names, say). The server writes an event before it answers; the lines reach
+    /// this process through a pipe, so they are read once the pipe has settled.
+    pub async fn log_lines_with(&self, needles: &[&str]) -> Vec<String> {
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.log.lock().unwrap().len();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
         self.log.lock().unwrap().iter().filter(|l| needles.iter().all(|n| l.contains(n))).cloned().collect()
     }
 

@@ -286,7 +286,7 @@ backends_from!(plain_put_cannot_remove_or_lower_a_label, labels_server, |srv| {
     let r = srv.send_as(&psych, "PUT", "Observation/restricted", Some(labelled("restricted", &[]))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["R"]);
-    assert!(srv.log_lines_with(&["labels-changed", "Observation/restricted"]).is_empty(), "nothing changed");
+    assert!(srv.log_lines_with(&["labels-changed", "Observation/restricted"]).await.is_empty(), "nothing changed");
     let r = srv.send_as(&psych, "PUT", "Observation/restricted", Some(labelled("restricted", &[(CONF, "N")]))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["R"]);
@@ -324,7 +324,7 @@ backends_from!(label_admin_may_change_and_remove_labels, labels_server, |srv| {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/restricted").await).await), vec!["N"]);
     // The change is recorded: what, by whom, before and after.
-    let events = srv.log_lines_with(&["labels-changed", "Observation/restricted", "blackbox-admin"]);
+    let events = srv.log_lines_with(&["labels-changed", "Observation/restricted", "blackbox-admin"]).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].contains("v3-Confidentiality|R") && events[0].contains("v3-Confidentiality|N"), "{}", events[0]);
     let plain = user_token(&srv, "dr-plain").await;
@@ -357,10 +357,10 @@ backends_from!(break_the_glass_reveals_sensitive_and_restricted_but_not_very_res
     assert_outcome(get_as(&srv, &glass, "Observation/very").await, StatusCode::NOT_FOUND).await;
     assert_outcome(get_as(&srv, &glass, "Observation/unknown").await, StatusCode::NOT_FOUND).await;
     // Every request under it is recorded as an emergency override, without the token.
-    let events = srv.log_lines_with(&["emergency-access", "Observation/psy"]);
+    let events = srv.log_lines_with(&["emergency-access", "Observation/psy"]).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(!events[0].contains(&glass), "the token is never logged");
-    assert_eq!(srv.log_lines_with(&["emergency-access"]).len(), 4, "one per request under BTG");
+    assert_eq!(srv.log_lines_with(&["emergency-access"]).await.len(), 4, "one per request under BTG");
 });
 
 fn depression(id: &str) -> Value {
@@ -495,4 +495,57 @@ backends_from!(masking_rule_masks_contact_details_for_its_roles, labels_server, 
     let plain = user_token(&srv, "dr-plain").await;
     let r = body(get_as(&srv, &plain, "Patient/inline").await).await;
     assert_eq!(r["telecom"][0]["value"], "555-0100");
+});
+
+/// The same deployment, telling users who may break the glass when it would reveal more.
+async fn hinting_server(backend: Backend) -> Option<Server> {
+    let srv = Server::start_with(backend, &format!("{}\n[privacy]\nhint_break_glass = true\n", labels_toml())).await?;
+    seed(&srv).await;
+    for o in [labelled("plain", &[]), labelled("psy", &[(ACT_CODE, "PSY")])] {
+        let id = o["id"].as_str().unwrap().to_string();
+        assert!(srv.put(&format!("Observation/{id}"), &o).await.status().is_success());
+    }
+    Some(srv)
+}
+
+fn has_break_glass_hint(outcome: &Value) -> bool {
+    outcome["issue"].as_array().is_some_and(|issues| {
+        issues.iter().any(|i| i["code"] == "suppressed" && i["details"]["coding"][0]["code"] == "ETREAT")
+    })
+}
+
+backends_from!(withheld_data_is_hinted_to_users_who_may_break_the_glass, hinting_server, |srv| {
+    let er = user_token(&srv, "dr-er").await;
+    let outcome = assert_outcome(get_as(&srv, &er, "Observation/psy").await, StatusCode::NOT_FOUND).await;
+    assert!(has_break_glass_hint(&outcome), "{outcome}");
+    let b = body(get_as(&srv, &er, "Observation?subject=Patient/ann").await).await;
+    let outcomes: Vec<&Value> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "outcome")
+        .map(|e| &e["resource"])
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{b}");
+    assert!(has_break_glass_hint(outcomes[0]));
+    assert_eq!(b["total"], 1, "the total counts what was returned");
+    // Nothing withheld, no hint.
+    let b = body(get_as(&srv, &er, "Observation?_id=plain").await).await;
+    assert!(!b.to_string().contains("suppressed"), "{b}");
+    let outcome = assert_outcome(get_as(&srv, &er, "Observation/missing").await, StatusCode::NOT_FOUND).await;
+    assert!(!has_break_glass_hint(&outcome), "a missing resource is not withheld");
+});
+
+backends_from!(withheld_data_is_not_hinted_to_users_who_may_not_break_the_glass, hinting_server, |srv| {
+    let plain = user_token(&srv, "dr-plain").await;
+    let outcome = assert_outcome(get_as(&srv, &plain, "Observation/psy").await, StatusCode::NOT_FOUND).await;
+    assert!(!has_break_glass_hint(&outcome));
+    let b = body(get_as(&srv, &plain, "Observation?subject=Patient/ann").await).await;
+    assert!(!b.to_string().contains("suppressed"));
+});
+
+backends_from!(withheld_data_is_not_hinted_unless_the_deployment_says_so, labels_server, |srv| {
+    let er = user_token(&srv, "dr-er").await;
+    let outcome = assert_outcome(get_as(&srv, &er, "Observation/psy").await, StatusCode::NOT_FOUND).await;
+    assert!(!has_break_glass_hint(&outcome));
 });

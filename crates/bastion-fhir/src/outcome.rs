@@ -48,6 +48,7 @@ pub enum IssueType {
     Throttled,
     Exception,
     Informational,
+    Suppressed,
 }
 
 impl IssueType {
@@ -73,6 +74,7 @@ impl IssueType {
             IssueType::Throttled => "throttled",
             IssueType::Exception => "exception",
             IssueType::Informational => "informational",
+            IssueType::Suppressed => "suppressed",
         }
     }
 }
@@ -85,15 +87,23 @@ pub struct Issue {
     pub diagnostics: String,
     /// FHIRPath-style location of the offending element, e.g. `Patient.birthDate`.
     pub expression: Option<String>,
+    /// `issue.details`, a CodeableConcept.
+    pub details: Option<Value>,
 }
 
 impl Issue {
     pub fn error(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Issue { severity: IssueSeverity::Error, code, diagnostics: diagnostics.into(), expression: None }
+        Issue { severity: IssueSeverity::Error, code, diagnostics: diagnostics.into(), expression: None, details: None }
     }
 
     pub fn warning(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Issue { severity: IssueSeverity::Warning, code, diagnostics: diagnostics.into(), expression: None }
+        Issue {
+            severity: IssueSeverity::Warning,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+            details: None,
+        }
     }
 
     pub fn information(diagnostics: impl Into<String>) -> Self {
@@ -102,6 +112,23 @@ impl Issue {
             code: IssueType::Informational,
             diagnostics: diagnostics.into(),
             expression: None,
+            details: None,
+        }
+    }
+
+    /// R4's `operationoutcome-example-break-the-glass`: something was withheld that breaking
+    /// the glass would reveal.
+    pub fn withheld_break_the_glass() -> Self {
+        let text = "Additional information may be available using the Break-The-Glass Protocol";
+        Issue {
+            severity: IssueSeverity::Information,
+            code: IssueType::Suppressed,
+            diagnostics: text.into(),
+            expression: None,
+            details: Some(json!({
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}],
+                "text": text
+            })),
         }
     }
 
@@ -118,6 +145,9 @@ impl Issue {
         });
         if let Some(expr) = &self.expression {
             issue["expression"] = json!([expr]);
+        }
+        if let Some(d) = &self.details {
+            issue["details"] = d.clone();
         }
         issue
     }

@@ -14,10 +14,11 @@
 //! ones must all permit.
 //!
 //! Request conditions (`period`, `actor`, `action`, `purpose`) are decided here, once per
-//! requester; data conditions (`class`, `code`, `securityLabel`, `data` of meaning instance)
-//! become predicates. Conditions this server cannot check on data (`dataPeriod`, `data` of
-//! another meaning, a `class` that is not a resource type, an unknown label) fail safe: a
-//! deny provision is taken to match, a permit provision not to.
+//! requester; data conditions (`class`, `code`, `securityLabel`, `data` of meaning instance,
+//! `dataPeriod` on the resource's `date` parameter) become predicates. Conditions this server
+//! cannot check on data (`data` of another meaning, a `class` that is not a resource type, an
+//! unknown label, a resource without a clinical date under a `dataPeriod`) fail safe: a deny
+//! provision is taken to match, a permit provision not to.
 //!
 //! What it is not: break the glass (a `BTG` request is not narrowed by Consent; the caller
 //! of this module decides that) and the patient's own access to their record (never
@@ -122,6 +123,8 @@ struct Provision {
     classes: Vec<String>,
     codes: Vec<TokenValue>,
     instances: Vec<(String, String)>,
+    /// `dataPeriod`, on the resource's clinical date (the `date` search parameter).
+    data_period: Option<(Option<i64>, Option<i64>)>,
     /// A data condition this server cannot check (see the module comment).
     unchecked: bool,
     children: Vec<Provision>,
@@ -205,9 +208,7 @@ impl Provision {
                 p.unchecked = true;
             }
         }
-        if v.get("dataPeriod").is_some() {
-            p.unchecked = true;
-        }
+        p.data_period = v.get("dataPeriod").map(span);
         for d in array(v, "data") {
             let reference = d.get("reference").and_then(|r| str_at(r, "reference")).unwrap_or("");
             match (str_at(d, "meaning"), reference.split_once('/')) {
@@ -248,6 +249,22 @@ impl Provision {
         }
         if !self.instances.is_empty() {
             all.push(AccessPredicate::Instances(self.instances.clone()));
+        }
+        if let Some((low, high)) = self.data_period {
+            let overlaps = AccessPredicate::DateOverlaps { param: "date".into(), low, high };
+            all.push(match decision {
+                // A resource without a clinical date (or of a type without one) may lie in
+                // the period: a deny covers it, a permit does not.
+                Decision::Deny => AccessPredicate::Any(vec![
+                    overlaps,
+                    AccessPredicate::Not(Box::new(AccessPredicate::DateOverlaps {
+                        param: "date".into(),
+                        low: None,
+                        high: None,
+                    })),
+                ]),
+                Decision::Permit => overlaps,
+            });
         }
         for (system, code) in &self.security {
             all.push(label_condition(system.as_deref(), code, labels).unwrap_or_else(unchecked));
@@ -598,11 +615,30 @@ mod tests {
     }
 
     #[test]
-    fn unchecked_conditions_fail_safe() {
+    fn data_period_on_the_clinical_date() {
         let dr = who(&["Practitioner/dr"], "TREAT");
-        // A deny with a data period is taken to match everything it could.
+        let dated = |d: &str| {
+            let mut o = obs("ann", &[]);
+            o["effectiveDateTime"] = json!(d);
+            o
+        };
         let c = [consent(json!({"type": "permit", "provision": [
             {"type": "deny", "dataPeriod": {"start": "2020-01-01", "end": "2020-12-31"}}]}))];
+        assert!(!sees(&c, &dr, BasePolicy::OptOut, &dated("2020-06-01")));
+        assert!(sees(&c, &dr, BasePolicy::OptOut, &dated("2021-06-01")));
+        assert!(!sees(&c, &dr, BasePolicy::OptOut, &obs("ann", &[])), "no date: a deny covers it");
+        let c = [consent(json!({"type": "deny", "provision": [
+            {"type": "permit", "dataPeriod": {"start": "2020-01-01", "end": "2020-12-31"}}]}))];
+        assert!(sees(&c, &dr, BasePolicy::OptOut, &dated("2020-06-01")));
+        assert!(!sees(&c, &dr, BasePolicy::OptOut, &obs("ann", &[])), "no date: a permit does not");
+    }
+
+    #[test]
+    fn unchecked_conditions_fail_safe() {
+        let dr = who(&["Practitioner/dr"], "TREAT");
+        // A deny about data of another meaning is taken to match everything it could.
+        let c = [consent(json!({"type": "permit", "provision": [
+            {"type": "deny", "data": [{"meaning": "dependents", "reference": {"reference": "Observation/x"}}]}]}))];
         assert!(!sees(&c, &dr, BasePolicy::OptOut, &obs("ann", &[])));
         // A permit with one is taken to match nothing.
         let c = [consent(json!({"type": "deny", "provision": [

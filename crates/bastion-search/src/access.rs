@@ -40,6 +40,10 @@ pub enum AccessPredicate {
     /// Resources with at least one value of the token parameter `param` matching one of
     /// `values` (the same match as the search `param=values`).
     Token { param: String, values: Vec<TokenValue> },
+    /// Resources with a value of the date parameter `param` whose span overlaps
+    /// `[low, high]` (milliseconds since the epoch; `None` unbounded): a Consent's
+    /// `dataPeriod` on the resource's clinical date.
+    DateOverlaps { param: String, low: Option<i64>, high: Option<i64> },
     /// Resources with at least one value of `param` that matches none of `values`: how a
     /// label policy finds a label outside what the caller may see (`Not` of it admits only
     /// resources whose every label is allowed, including those without labels).
@@ -94,6 +98,11 @@ impl AccessPredicate {
                     .iter()
                     .any(|t| !values.iter().any(|v| token_matches(v, t.system.as_deref(), &t.code)))
             }),
+            AccessPredicate::DateOverlaps { param, low, high } => row.resource.is_some_and(|r| {
+                crate::index::date_rows(r, param)
+                    .iter()
+                    .any(|d| low.is_none_or(|l| d.high >= l) && high.is_none_or(|h| d.low <= h))
+            }),
             AccessPredicate::All(ps) => ps.iter().all(|p| p.admits(row)),
             AccessPredicate::Any(ps) => ps.iter().any(|p| p.admits(row)),
             AccessPredicate::Not(p) => !p.admits(row),
@@ -111,7 +120,9 @@ impl AccessPredicate {
             | AccessPredicate::Instances(_)
             | AccessPredicate::OutsideCompartments(_)
             | AccessPredicate::ReferencedFromCompartment(_) => false,
-            AccessPredicate::Token { .. } | AccessPredicate::TokenOtherThan { .. } => true,
+            AccessPredicate::Token { .. }
+            | AccessPredicate::TokenOtherThan { .. }
+            | AccessPredicate::DateOverlaps { .. } => true,
             AccessPredicate::All(ps) | AccessPredicate::Any(ps) => ps.iter().any(AccessPredicate::needs_content),
             AccessPredicate::Not(p) => p.needs_content(),
         }

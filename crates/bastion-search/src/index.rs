@@ -457,6 +457,20 @@ pub fn extract_index(resource: &Value) -> IndexRows {
     rows
 }
 
+/// The date rows one parameter yields for a resource, exactly as [`extract_index`] writes
+/// them (the in-memory half of a Consent's `dataPeriod`).
+pub fn date_rows(resource: &Value, param: &str) -> Vec<DateRow> {
+    let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    let plan = plan_for(rtype);
+    let mut out = Vec::new();
+    for (code, _, path) in plan.paths.iter().filter(|(code, kind, _)| code == param && *kind == SearchParamType::Date) {
+        for v in nodes(path, resource) {
+            date_rows_of(code, v, &mut out);
+        }
+    }
+    out
+}
+
 /// The token rows one parameter yields for a resource, exactly as [`extract_index`] writes
 /// them: the in-memory half of an access predicate on a token (a granular scope's
 /// `category=...`, a stamped organization tag) evaluates against these.

@@ -105,6 +105,7 @@ fn parse_entry(engine: &Engine, parent: &RequestContext, index: usize, mut entry
         strict: parent.strict,
         caller: parent.caller.clone(),
         pending: parent.pending.clone(),
+        break_glass_probe: parent.break_glass_probe.clone(),
     };
     let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
     Ok(Entry { index, full_url, interaction, ctx })

@@ -131,6 +131,10 @@ pub struct PrivacyConfig {
     /// unless a Consent denies) or `opt-in` (share nothing of a patient's record without
     /// their permit).
     pub consent_base: String,
+    /// Tell users allowed to break the glass, when a read or search withheld something that
+    /// breaking it would reveal (R4's `suppressed` break-the-glass OperationOutcome). Off by
+    /// default: the hint itself says that something exists.
+    pub hint_break_glass: bool,
 }
 
 impl Default for PrivacyConfig {
@@ -140,6 +144,7 @@ impl Default for PrivacyConfig {
             confidentiality_by_type: Default::default(),
             break_glass_ceiling: "R".into(),
             consent_base: "opt-out".into(),
+            hint_break_glass: false,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct RequestContext {
     /// `Type/id` of what the transaction this request belongs to creates or updates: a
     /// reference to one of them resolves even before that entry is written.
     pub pending: Arc<std::collections::BTreeSet<String>>,
+    /// What the caller would reach if it broke the glass, where the deployment lets it know
+    /// that something was withheld (`[privacy] hint_break_glass`).
+    pub break_glass_probe: Option<Arc<AccessScope>>,
 }
 
 impl RequestContext {
@@ -59,6 +62,7 @@ impl RequestContext {
             strict: false,
             caller: "anonymous".into(),
             pending: Default::default(),
+            break_glass_probe: None,
         }
     }
 }
@@ -479,7 +483,12 @@ impl Engine {
         let ctx = &if interaction.is_write() { ctx.clone() } else { self.authorize(ctx, &interaction)? };
         match interaction {
             Interaction::Capabilities => Ok(Reply::raw(StatusCode::OK, self.capability.clone())),
-            Interaction::Read { resource_type, id } => self.read(ctx, &resource_type, &id).await,
+            Interaction::Read { resource_type, id } => match self.read(ctx, &resource_type, &id).await {
+                Err(ApiError::NotFound(m)) if self.withheld_read(ctx, &resource_type, &id).await? => {
+                    Err(ApiError::Withheld(m))
+                }
+                other => other,
+            },
             Interaction::VRead { resource_type, id, version } => {
                 match self.store.vread(&ctx.access, &resource_type, &id, version).await? {
                     None => Err(ApiError::NotFound(format!("{resource_type}/{id}/_history/{version} is not known"))),
@@ -525,6 +534,21 @@ impl Engine {
             reply.body = ReplyBody::None;
         }
         Ok(reply)
+    }
+
+    /// The caller's context as it would be under break the glass, if the deployment tells
+    /// callers allowed to break the glass that something was withheld.
+    fn probe_ctx(&self, ctx: &RequestContext) -> Option<RequestContext> {
+        let probe = ctx.break_glass_probe.clone()?;
+        Some(RequestContext { scope: Some(probe), break_glass_probe: None, ..ctx.clone() })
+    }
+
+    /// Would breaking the glass reveal the resource a read did not find?
+    async fn withheld_read(&self, ctx: &RequestContext, resource_type: &str, id: &str) -> Result<bool, ApiError> {
+        let Some(probe) = self.probe_ctx(ctx) else { return Ok(false) };
+        let read = Interaction::Read { resource_type: resource_type.into(), id: id.into() };
+        let Ok(probe) = self.authorize(&probe, &read) else { return Ok(false) };
+        Ok(self.store.read(&probe.access, resource_type, id).await?.is_some_and(|v| !v.is_deleted()))
     }
 
     /// Checks a resource body for a write to `resource_type` (and, on PUT, `id`).
@@ -1060,6 +1084,26 @@ impl Engine {
         } else {
             self.store.search(&ctx.access, &query, page).await?
         };
+        // Would breaking the glass find more? Counted with the caller's break-the-glass
+        // predicate on the same query, only where the deployment tells.
+        let withheld = match (self.probe_ctx(ctx), result.total, listing) {
+            (Some(probe), Some(total), Listing::Plain | Listing::Compartment(_)) => {
+                let interaction = Interaction::Search {
+                    resource_type: resource_type.to_string(),
+                    params: params.to_vec(),
+                    compartment: None,
+                };
+                match self.authorize(&probe, &interaction) {
+                    Ok(probe) => {
+                        let page = Page { offset: 0, limit: 0, with_total: true };
+                        let more = self.store.search(&probe.access, &query, page).await?.total.unwrap_or(0);
+                        more > total
+                    }
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        };
         let mut included = self.includes(ctx, &includes, &result.items).await?;
         if let Listing::Everything(_) = listing {
             included.extend(self.referenced_outside_compartment(ctx, &result.items).await?);
@@ -1107,6 +1151,10 @@ impl Engine {
             }
         }
         if let Some(oo) = Self::ignored_params_outcome(&ignored) {
+            w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));
+        }
+        if withheld {
+            let oo = OperationOutcome::single(Issue::withheld_break_the_glass()).to_json();
             w.entry_value(None, &oo, &json!({"search": {"mode": "outcome"}}));
         }
         Ok(Reply::raw(StatusCode::OK, w.finish()))

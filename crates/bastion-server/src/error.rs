@@ -18,6 +18,10 @@ pub enum ApiError {
     Unprocessable(Vec<Issue>),
     #[error("not found: {0}")]
     NotFound(String),
+    /// Not found for this caller, and the deployment lets it know that breaking the glass
+    /// would reveal something (404 with the R4 break-the-glass hint).
+    #[error("not found (withheld): {0}")]
+    Withheld(String),
     #[error("gone")]
     Gone { resource_type: String, id: String, version: u64 },
     #[error("method not allowed")]
@@ -56,7 +60,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::Withheld(_) => StatusCode::NOT_FOUND,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -75,6 +79,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(issues) | ApiError::Unprocessable(issues) => OperationOutcome::new(issues.clone()),
             ApiError::NotFound(what) => single(IssueType::NotFound, what),
+            ApiError::Withheld(what) => OperationOutcome::new(vec![
+                Issue::error(IssueType::NotFound, what.as_str()),
+                Issue::withheld_break_the_glass(),
+            ]),
             ApiError::Gone { resource_type, id, version } => {
                 single(IssueType::Deleted, &format!("{resource_type}/{id} was deleted (version {version})"))
             }

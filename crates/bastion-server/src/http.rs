@@ -385,6 +385,10 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, ApiError
             _ => AccessPredicate::DenyAll,
         },
         pending: Default::default(),
+        break_glass_probe: match &caller {
+            Caller::Token(p) => p.break_glass_access.clone(),
+            _ => None,
+        },
     };
     let is_write = interaction.is_write() || matches!(interaction, Interaction::Bundle { .. });
     let reply = match engine.execute(&ctx, interaction).await {

@@ -157,6 +157,18 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
             push_token_values(sql, values);
             sql.push(")");
         }
+        // The date index, like the token index, holds the current version's values.
+        AccessPredicate::DateOverlaps { param, low, high } => {
+            sql.pusha("EXISTS (SELECT 1 FROM idx_date d WHERE d.res_pk = {v}.res_pk AND d.param = ", &a);
+            sql.bind_text(param);
+            if let Some(l) = low {
+                sql.push(" AND d.high >= ").bind(SqlValue::Int(*l));
+            }
+            if let Some(h) = high {
+                sql.push(" AND d.low <= ").bind(SqlValue::Int(*h));
+            }
+            sql.push(")");
+        }
         // Same caveat as `Token`. A system that is NULL makes `t.system = ?` NULL, not
         // false; COALESCE keeps a label without a system from passing as an allowed one.
         AccessPredicate::TokenOtherThan { param, values } => {

@@ -69,6 +69,9 @@ fn resources() -> Vec<Value> {
             o["category"] =
                 json!([{"coding": [{"system": CATEGORY_SYSTEM, "code": CATEGORIES[next(CATEGORIES.len())]}]}]);
         }
+        if next(3) > 0 {
+            o["effectiveDateTime"] = json!(format!("2020-{:02}-15", 1 + next(12)));
+        }
         let mut meta = serde_json::Map::new();
         if next(3) == 0 {
             meta.insert("security".into(), json!([{"system": ACT_CODE, "code": "PSY"}]));
@@ -138,6 +141,15 @@ fn predicate() -> impl Strategy<Value = AccessPredicate> {
         }),
         proptest::sample::select(ORGS).prop_map(|o| token("_tag", ORG_TAG, o)),
         Just(token("_security", ACT_CODE, "PSY")),
+        (0usize..13, 0usize..13).prop_map(|(a, b)| {
+            let month =
+                |m: usize| bastion_fhir::primitives::DateRange::parse(&format!("2020-{:02}", m.clamp(1, 12))).unwrap();
+            AccessPredicate::DateOverlaps {
+                param: "date".into(),
+                low: (a > 0).then(|| month(a).low),
+                high: (b > 0).then(|| month(b).high),
+            }
+        }),
         proptest::sample::subsequence(LABELS, 0..=LABELS.len()).prop_map(|allowed| AccessPredicate::TokenOtherThan {
             param: "_security".into(),
             values: allowed

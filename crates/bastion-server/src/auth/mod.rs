@@ -66,6 +66,9 @@ pub struct Principal {
     pub user: Option<String>,
     /// What it may do, compiled once per token (see [`AuthService::authenticate`]).
     pub access: Arc<bastion_policy::AccessScope>,
+    /// What it would reach under break the glass, for a user allowed to break it who has not,
+    /// where the deployment tells such users that something was withheld.
+    pub break_glass_access: Option<Arc<bastion_policy::AccessScope>>,
 }
 
 /// What a caller may do, for the policy layer: its resource scopes as permissions, its
@@ -410,6 +413,8 @@ pub struct AuthService {
     /// grants of labelled data.
     roles: HashMap<String, RoleLabels>,
     label_policy: bastion_policy::LabelPolicy,
+    /// `[privacy] hint_break_glass`.
+    hint_break_glass: bool,
     events: Arc<dyn SecurityEventSink>,
 }
 
@@ -568,6 +573,7 @@ impl AuthService {
                 })
                 .collect(),
             label_policy: config.privacy.label_policy()?,
+            hint_break_glass: config.privacy.hint_break_glass,
             events: Arc::new(events::LogSink),
         })
     }
@@ -1008,8 +1014,11 @@ impl AuthService {
             None => (Confidentiality::N, None),
         };
         let clearance = self.clearance(&roles, confidentiality, client_cap, &purpose_of_use);
-        let access =
-            Arc::new(access_scope(&scopes, claims.patient.as_ref(), attributes, &self.rules).with_clearance(clearance));
+        let base = access_scope(&scopes, claims.patient.as_ref(), attributes, &self.rules);
+        let may_break_glass = user.as_ref().and_then(|u| self.users.get(u)).is_some_and(|u| u.break_glass);
+        let break_glass_access = (self.hint_break_glass && may_break_glass && purpose_of_use != "BTG")
+            .then(|| Arc::new(base.clone().with_clearance(self.clearance(&roles, confidentiality, client_cap, "BTG"))));
+        let access = Arc::new(base.with_clearance(clearance));
         let mut revocation_ids = vec![claims.jti.clone()];
         revocation_ids.extend(claims.family.clone());
         Validated {
@@ -1028,6 +1037,7 @@ impl AuthService {
                 purpose_of_use,
                 user,
                 access,
+                break_glass_access,
             }),
         }
     }
