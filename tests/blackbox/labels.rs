@@ -549,3 +549,27 @@ backends_from!(withheld_data_is_not_hinted_unless_the_deployment_says_so, labels
     let outcome = assert_outcome(get_as(&srv, &er, "Observation/psy").await, StatusCode::NOT_FOUND).await;
     assert!(!has_break_glass_hint(&outcome));
 });
+
+backends_from!(conditional_create_does_not_reveal_a_hidden_match, labels_server, |srv| {
+    let mut hidden = labelled("psy-tagged", &[(ACT_CODE, "PSY")]);
+    hidden["identifier"] = json!([{"system": "urn:test", "value": "x-1"}]);
+    assert!(srv.put("Observation/psy-tagged", &hidden).await.status().is_success());
+    let plain = user_token(&srv, "dr-plain").await;
+    let mut mine = labelled("ignored", &[]);
+    mine.as_object_mut().unwrap().remove("id");
+    mine["identifier"] = json!([{"system": "urn:test", "value": "x-1"}]);
+    let r = srv
+        .anonymous()
+        .post(srv.url("Observation"))
+        .bearer_auth(&plain)
+        .header("Content-Type", "application/fhir+json")
+        .header("If-None-Exist", "identifier=urn:test|x-1")
+        .body(mine.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "the hidden match is absent for this caller");
+    let created = body(r).await;
+    assert_ne!(created["id"], "psy-tagged");
+    assert!(!created.to_string().contains("PSY"), "{created}");
+});

@@ -665,7 +665,11 @@ impl Engine {
             Interaction::Create { resource_type, body } => {
                 self.check_body(&body, &resource_type, None)?;
                 if let Some(query) = &ctx.conditions.if_none_exist {
-                    let found = self.matches(tx, ctx, &resource_type, query).await?;
+                    // Matched as the caller's search would (labels, Consent): what it may not
+                    // see is absent here too, never returned and never an oracle.
+                    let search =
+                        RequestContext { access: self.access_of(ctx, &resource_type, Action::Search), ..ctx.clone() };
+                    let found = self.matches(tx, &search, &resource_type, query).await?;
                     match found.as_slice() {
                         [] => {}
                         [id] => {
