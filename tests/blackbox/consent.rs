@@ -7,7 +7,7 @@
 
 use crate::backends_from;
 use crate::harness::*;
-use crate::smart::{Authorize, PASSWORD, code_for, exchange, seed, smart_toml, tokens_for};
+use crate::smart::{Authorize, Browser, PASSWORD, code_for, exchange, seed, smart_toml, tokens_for};
 
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
@@ -254,4 +254,21 @@ backends_from!(consent_deny_for_a_data_period_hides_that_period_only, opt_out_se
     );
     // An Observation without a clinical date may lie in the period: the deny covers it.
     assert_eq!(status(&srv, &a, "Observation/ann-weight").await, StatusCode::NOT_FOUND);
+});
+
+backends_from!(patient_chooser_never_offers_a_patient_whose_consent_denies_the_user, opt_out_server, |srv| {
+    put_consent(&srv, &consent("c1", "ann", deny_actor("Practitioner/dr-a"))).await;
+    let chooser = |user: &'static str| {
+        let srv = &srv;
+        async move {
+            let mut b = Browser::authorize(srv, &Authorize::new(srv, "launch/patient patient/*.rs")).await;
+            b.login(user, PASSWORD).await;
+            assert_eq!(b.status, StatusCode::OK, "{}", b.html);
+            b.form().patients
+        }
+    };
+    let offered = chooser("dr-a").await;
+    assert!(!offered.contains(&"ann".to_string()), "{offered:?}");
+    assert!(offered.contains(&"bob".to_string()), "{offered:?}");
+    assert!(chooser("dr-b").await.contains(&"ann".to_string()), "another practitioner still gets her");
 });

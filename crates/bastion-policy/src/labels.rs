@@ -97,13 +97,16 @@ impl Sensitivities {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clearance {
     /// The highest confidentiality it sees (after break the glass).
-    pub confidentiality: Confidentiality,
-    pub sensitivities: Sensitivities,
+    confidentiality: Confidentiality,
+    sensitivities: Sensitivities,
     /// The request's purpose of use (v3-ActReason).
-    pub purpose: String,
+    purpose: String,
     /// May add, change and remove labels.
-    pub label_admin: bool,
+    label_admin: bool,
     policy: LabelPolicy,
+    /// "Every label of the resource is one it sees", with and without test data: built once,
+    /// since every predicate of every request carries one.
+    every_label_allowed: [AccessPredicate; 2],
 }
 
 /// Whether an interaction reaches test data (`HTEST`).
@@ -129,7 +132,39 @@ impl Clearance {
         } else {
             (confidentiality, sensitivities)
         };
-        Clearance { confidentiality, sensitivities, purpose: purpose.to_string(), label_admin, policy }
+        let mut c = Clearance {
+            confidentiality,
+            sensitivities,
+            purpose: purpose.to_string(),
+            label_admin,
+            policy,
+            every_label_allowed: [AccessPredicate::DenyAll, AccessPredicate::DenyAll],
+        };
+        c.every_label_allowed = [c.every_label_allowed(TestData::Included), c.every_label_allowed(TestData::Excluded)];
+        c
+    }
+
+    pub fn confidentiality(&self) -> Confidentiality {
+        self.confidentiality
+    }
+
+    pub fn label_admin(&self) -> bool {
+        self.label_admin
+    }
+
+    fn every_label_allowed(&self, test_data: TestData) -> AccessPredicate {
+        let allowed = self.allowed(test_data);
+        if self.label_admin {
+            // A label admin also sees labels nobody knows, to correct them: only the known
+            // labels beyond its clearance hide a resource from it.
+            let forbidden: Vec<TokenValue> = known_labels().into_iter().filter(|l| !allowed.contains(l)).collect();
+            AccessPredicate::Not(Box::new(AccessPredicate::Token { param: "_security".into(), values: forbidden }))
+        } else {
+            AccessPredicate::Not(Box::new(AccessPredicate::TokenOtherThan {
+                param: "_security".into(),
+                values: allowed.into(),
+            }))
+        }
     }
 
     /// The strictest clearance: normal confidentiality, no sensitivity, treatment. What a
@@ -174,17 +209,9 @@ impl Clearance {
 
     /// The resources of `resource_type` (`None`: of any type) the caller's labels let it see.
     pub fn predicate(&self, resource_type: Option<&str>, test_data: TestData) -> AccessPredicate {
-        let allowed = self.allowed(test_data);
-        let every_label_allowed = if self.label_admin {
-            // A label admin also sees labels nobody knows, to correct them: only the known
-            // labels beyond its clearance hide a resource from it.
-            let forbidden: Vec<TokenValue> = known_labels().into_iter().filter(|l| !allowed.contains(l)).collect();
-            AccessPredicate::Not(Box::new(AccessPredicate::Token { param: "_security".into(), values: forbidden }))
-        } else {
-            AccessPredicate::Not(Box::new(AccessPredicate::TokenOtherThan {
-                param: "_security".into(),
-                values: allowed,
-            }))
+        let every_label_allowed = match test_data {
+            TestData::Included => self.every_label_allowed[0].clone(),
+            TestData::Excluded => self.every_label_allowed[1].clone(),
         };
         // A resource without a confidentiality label has its type's default; where that is
         // above the clearance, only resources labelled low enough are visible.

@@ -26,8 +26,7 @@ pub const DATA_ABSENT_REASON_URL: &str = "http://hl7.org/fhir/StructureDefinitio
 /// Could this stored body carry inline labels (`PROCESSINLINELABEL`)? A byte scan, so that
 /// the common body is never parsed.
 pub fn may_have_inline_labels(body: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"PROCESSINLINELABEL";
-    body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+    bastion_fhir::labels::bytes_contain(body, b"PROCESSINLINELABEL")
 }
 
 fn declares_inline_labels(resource: &Value) -> bool {

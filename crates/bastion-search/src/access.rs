@@ -47,13 +47,23 @@ pub enum AccessPredicate {
     /// Resources with at least one value of `param` that matches none of `values`: how a
     /// label policy finds a label outside what the caller may see (`Not` of it admits only
     /// resources whose every label is allowed, including those without labels).
-    TokenOtherThan { param: String, values: Vec<TokenValue> },
+    TokenOtherThan { param: String, values: std::sync::Arc<[TokenValue]> },
     /// Every one of these (an empty list admits everything).
     All(Vec<AccessPredicate>),
     /// At least one of these (an empty list admits nothing).
     Any(Vec<AccessPredicate>),
     /// Not this: how a deny rule removes what it names.
     Not(Box<AccessPredicate>),
+}
+
+/// How much of a stored body the in-memory evaluator needs (see
+/// [`AccessPredicate::content_need`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContentNeed {
+    Nothing,
+    /// `resourceType` and `meta`.
+    Meta,
+    Everything,
 }
 
 /// What the in-memory evaluator knows of a stored version.
@@ -106,6 +116,22 @@ impl AccessPredicate {
             AccessPredicate::All(ps) => ps.iter().all(|p| p.admits(row)),
             AccessPredicate::Any(ps) => ps.iter().any(|p| p.admits(row)),
             AccessPredicate::Not(p) => !p.admits(row),
+        }
+    }
+
+    /// How much of the stored body evaluating it needs: labels and tags live in `meta`, so
+    /// a predicate about them (every caller's label predicate) needs only that.
+    pub fn content_need(&self) -> ContentNeed {
+        let of_param =
+            |p: &str| if matches!(p, "_security" | "_tag") { ContentNeed::Meta } else { ContentNeed::Everything };
+        match self {
+            AccessPredicate::Token { param, .. } | AccessPredicate::TokenOtherThan { param, .. } => of_param(param),
+            AccessPredicate::DateOverlaps { .. } => ContentNeed::Everything,
+            AccessPredicate::All(ps) | AccessPredicate::Any(ps) => {
+                ps.iter().map(AccessPredicate::content_need).max().unwrap_or(ContentNeed::Nothing)
+            }
+            AccessPredicate::Not(p) => p.content_need(),
+            _ => ContentNeed::Nothing,
         }
     }
 

@@ -71,7 +71,12 @@ impl ConsentEnforcer {
             return Ok(scope.clone());
         }
         let on_file = self.on_file(store, generation).await?;
-        let who = |action| requester(principal, &on_file, action);
+        let me = Who {
+            fhir_user: principal.fhir_user.as_deref(),
+            organization: principal.organization.as_deref(),
+            purpose: &principal.purpose_of_use,
+        };
+        let who = |action| requester(&me, &on_file, action);
         let reading =
             bastion_policy::consent::predicate(&on_file.consents, &who(ConsentAction::Access), self.base, &self.labels);
         let changing = bastion_policy::consent::predicate(
@@ -95,6 +100,22 @@ impl ConsentEnforcer {
         }
         scopes.insert(principal.token_id.clone(), (generation, scope.clone()));
         Ok(scope)
+    }
+
+    /// What a user may read of the patients' records under the Consents on file, for
+    /// requests made for `purpose`: how the patient chooser and launch context stay within
+    /// what the user's tokens will reach.
+    pub async fn reading_predicate(&self, store: &dyn Store, who: &Who<'_>) -> Result<AccessPredicate, ApiError> {
+        if who.purpose == "BTG" {
+            return Ok(AccessPredicate::AllowAll);
+        }
+        let generation = store.latest_change(&["Consent", "CareTeam"]).await?;
+        if generation == 0 && self.base == BasePolicy::OptOut {
+            return Ok(AccessPredicate::AllowAll);
+        }
+        let on_file = self.on_file(store, generation).await?;
+        let requester = requester(who, &on_file, ConsentAction::Access);
+        Ok(bastion_policy::consent::predicate(&on_file.consents, &requester, self.base, &self.labels))
     }
 
     fn lock_scopes(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<AccessScope>)>> {
@@ -142,10 +163,17 @@ async fn load_all(store: &dyn Store, t: &str, params: &[(String, String)]) -> Re
     Ok(found.items.iter().filter_map(|v| v.body.as_deref().and_then(|b| serde_json::from_slice(b).ok())).collect())
 }
 
+/// Who is asking, as Consent actors name it.
+pub struct Who<'a> {
+    pub fhir_user: Option<&'a str>,
+    pub organization: Option<&'a str>,
+    pub purpose: &'a str,
+}
+
 /// The references that stand for the caller in Consent actors: its FHIR user, its
 /// organization, and the CareTeams either of them is a member of.
-fn requester(p: &Principal, on_file: &OnFile, action: ConsentAction) -> Requester {
-    let mut references: Vec<String> = p.fhir_user.iter().chain(p.organization.iter()).cloned().collect();
+fn requester(p: &Who<'_>, on_file: &OnFile, action: ConsentAction) -> Requester {
+    let mut references: Vec<String> = p.fhir_user.iter().chain(p.organization.iter()).map(|s| s.to_string()).collect();
     let own = references.clone();
     for (id, members) in &on_file.care_teams {
         if members.iter().any(|m| own.contains(m)) {
@@ -154,10 +182,10 @@ fn requester(p: &Principal, on_file: &OnFile, action: ConsentAction) -> Requeste
     }
     Requester {
         references,
-        purpose: p.purpose_of_use.clone(),
+        purpose: p.purpose.to_string(),
         action,
         now: bastion_fhir::primitives::Instant::now().millis,
-        own_patient: p.fhir_user.as_deref().and_then(|f| f.strip_prefix("Patient/")).map(str::to_string),
+        own_patient: p.fhir_user.and_then(|f| f.strip_prefix("Patient/")).map(str::to_string),
     }
 }
 

@@ -152,8 +152,9 @@ pub struct Engine {
     events: Arc<dyn SecurityEventSink>,
     /// The labelling service's rules, applied to every write's new content.
     labelling: Vec<bastion_policy::LabellingRule>,
-    /// The patients' Consents, applied to every caller with a token.
-    consents: crate::consents::ConsentEnforcer,
+    /// The patients' Consents, applied to every caller with a token (shared with the
+    /// authorization server's patient chooser).
+    consents: Arc<crate::consents::ConsentEnforcer>,
     /// `[[masking]]` rules, applied to what callers with their roles get.
     masking: Vec<bastion_policy::redaction::MaskingRule>,
 }
@@ -175,7 +176,7 @@ impl Engine {
             labels: bastion_policy::LabelPolicy::default(),
             events: Arc::new(crate::auth::events::LogSink),
             labelling: Vec::new(),
-            consents: crate::consents::ConsentEnforcer::new(Default::default(), Default::default()),
+            consents: Arc::new(crate::consents::ConsentEnforcer::new(Default::default(), Default::default())),
             masking: Vec::new(),
         }
     }
@@ -188,8 +189,13 @@ impl Engine {
 
     /// The same engine with `base` for what no Consent speaks about (default: opt-out).
     pub fn with_consent_base(mut self, base: bastion_policy::consent::BasePolicy) -> Self {
-        self.consents = crate::consents::ConsentEnforcer::new(base, self.labels.clone());
+        self.consents = Arc::new(crate::consents::ConsentEnforcer::new(base, self.labels.clone()));
         self
+    }
+
+    /// The Consent enforcer, for the authorization server.
+    pub fn consents(&self) -> Arc<crate::consents::ConsentEnforcer> {
+        self.consents.clone()
     }
 
     /// A caller's scope for this request: its token's, narrowed by the Consents on file now.
@@ -205,7 +211,7 @@ impl Engine {
 
     /// The same engine under the deployment's label policy (default: `N` for every type).
     pub fn with_label_policy(mut self, labels: bastion_policy::LabelPolicy) -> Self {
-        self.consents = crate::consents::ConsentEnforcer::new(self.consents.base(), labels.clone());
+        self.consents = Arc::new(crate::consents::ConsentEnforcer::new(self.consents.base(), labels.clone()));
         self.labels = labels;
         self
     }
@@ -379,7 +385,7 @@ impl Engine {
         let Some(scope) = ctx.scope.as_deref() else { return Ok(()) };
         let new = new.map(|body| {
             stamp_organization(scope.organization(), body, old);
-            if let Some(change) = keep_held_labels(scope.clearance().label_admin, body, old) {
+            if let Some(change) = keep_held_labels(scope.clearance().label_admin(), body, old) {
                 self.events.record(SecurityEvent::LabelsChanged {
                     resource: format!("{resource_type}/{id}"),
                     by: ctx.caller.clone(),

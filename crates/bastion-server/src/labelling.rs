@@ -28,7 +28,7 @@ pub(crate) fn stamp_organization(organization: Option<&str>, body: &mut Value, o
     let is_stamp = |t: &Value| t.get("system").and_then(Value::as_str) == Some(SYSTEM);
     let held: Vec<Value> = match old.and_then(|o| o.body.as_deref()) {
         // A cheap scan first: most stored resources carry no stamp.
-        Some(bytes) if !bytes.windows(SYSTEM.len()).any(|w| w == SYSTEM.as_bytes()) => Vec::new(),
+        Some(bytes) if !bastion_fhir::labels::bytes_contain(bytes, SYSTEM.as_bytes()) => Vec::new(),
         Some(bytes) => serde_json::from_slice::<Value>(bytes)
             .ok()
             .and_then(|v| v.pointer("/meta/tag").and_then(Value::as_array).cloned())
@@ -86,8 +86,7 @@ pub(crate) fn keep_held_labels(
     old: Option<&StoredVersion>,
 ) -> Option<(Vec<String>, Vec<String>)> {
     let old_body = old.filter(|o| !o.is_deleted()).and_then(|o| o.body.as_deref())?;
-    const NEEDLE: &[u8] = b"\"security\"";
-    let held: Vec<Value> = if old_body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+    let held: Vec<Value> = if bastion_fhir::labels::bytes_contain(old_body, b"\"security\"") {
         serde_json::from_slice::<Value>(old_body)
             .ok()
             .and_then(|v| v.pointer("/meta/security").and_then(Value::as_array).cloned())

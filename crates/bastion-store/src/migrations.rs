@@ -16,6 +16,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 6, sql: include_str!("../migrations/sqlite/0006_auth_state.sql") },
     Migration { version: 7, sql: include_str!("../migrations/sqlite/0007_auth_grants.sql") },
     Migration { version: 8, sql: include_str!("../migrations/sqlite/0008_reference_targets.sql") },
+    Migration { version: 9, sql: include_str!("../migrations/sqlite/0009_token_by_resource_param.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -27,6 +28,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 6, sql: include_str!("../migrations/postgres/0006_auth_state.sql") },
     Migration { version: 7, sql: include_str!("../migrations/postgres/0007_auth_grants.sql") },
     Migration { version: 8, sql: include_str!("../migrations/postgres/0008_reference_targets.sql") },
+    Migration { version: 9, sql: include_str!("../migrations/postgres/0009_token_by_resource_param.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

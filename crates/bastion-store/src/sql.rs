@@ -4,6 +4,7 @@
 //! is written in this file.
 
 use bastion_fhir::definitions::SearchParamType;
+use bastion_search::access::ContentNeed;
 use bastion_search::query::{DatePrefix, DateValue, NumberValue, ReferenceValue, StringMode, SystemMatch, UriMode};
 use bastion_search::{AccessPredicate, AccessRow, Clause, SearchQuery, SortBy, TokenValue};
 
@@ -1044,11 +1045,15 @@ pub fn recheck(
     kind: Rows,
     referrers: &[Vec<String>],
 ) -> Vec<crate::StoredVersion> {
-    let content = access.needs_content();
+    let need = access.content_need();
     rows.into_iter()
         .enumerate()
         .filter(|(i, v)| {
-            let parsed = if content { v.body.as_deref().and_then(|b| serde_json::from_slice(b).ok()) } else { None };
+            let parsed = match need {
+                ContentNeed::Nothing => None,
+                ContentNeed::Meta => v.body.as_deref().and_then(|b| meta_only(&v.resource_type, b)),
+                ContentNeed::Everything => v.body.as_deref().and_then(|b| serde_json::from_slice(b).ok()),
+            };
             let row = AccessRow {
                 resource_type: &v.resource_type,
                 id: &v.id,
@@ -1067,6 +1072,26 @@ pub fn recheck(
         })
         .map(|(_, v)| v)
         .collect()
+}
+
+/// `resourceType` and `meta` of a stored body, all that a predicate on labels and tags
+/// reads: most bodies carry no `meta` beyond what the server writes, and none is parsed
+/// into a tree.
+fn meta_only(resource_type: &str, body: &[u8]) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        meta: Option<serde_json::Value>,
+    }
+    let meta = if bastion_fhir::labels::bytes_contain(body, b"\"meta\"") {
+        serde_json::from_slice::<Meta>(body).ok()?.meta
+    } else {
+        None
+    };
+    let mut out = serde_json::json!({"resourceType": resource_type});
+    if let Some(m) = meta {
+        out["meta"] = m;
+    }
+    Some(out)
 }
 
 /// Which of `patients` have a current resource in their compartment that refers to

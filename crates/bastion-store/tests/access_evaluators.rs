@@ -158,7 +158,8 @@ fn predicate() -> impl Strategy<Value = AccessPredicate> {
                     system: system.map_or(SystemMatch::NoSystem, |s| SystemMatch::Is(s.into())),
                     code: Some(code.into()),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         }),
     ];
     leaf.prop_recursive(3, 12, 3, |inner| {

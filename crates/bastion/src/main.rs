@@ -80,7 +80,8 @@ async fn serve(mut config: Config, demo: bool) -> Result<(), String> {
         }
     }
     let engine = bastion_server::build_engine(&config, &public_url).await.map_err(|e| e.to_string())?;
-    let auth = bastion_server::auth::AuthService::new(&config, &public_url, engine.store.clone())?;
+    let auth = bastion_server::auth::AuthService::new(&config, &public_url, engine.store.clone())?
+        .with_consents(engine.consents());
     if demo {
         demo::load(&engine).await.map_err(|e| format!("loading demo data: {e}"))?;
     }

@@ -385,12 +385,33 @@ impl AuthService {
             .predicate(resource_type, Action::Search)
     }
 
+    /// `user_reach`, narrowed by the patients' Consents as they stand now.
+    async fn user_reach_now(
+        &self,
+        user: &super::User,
+        resource_type: &str,
+    ) -> Result<bastion_search::AccessPredicate, AuthError> {
+        let reach = self.user_reach(user, resource_type);
+        let Some(consents) = &self.consents else { return Ok(reach) };
+        let who = crate::consents::Who {
+            fhir_user: user.fhir_user.as_deref(),
+            organization: user.organization.as_deref(),
+            purpose: bastion_auth::purpose::DEFAULT,
+        };
+        let consent = consents
+            .reading_predicate(&*self.store, &who)
+            .await
+            .map_err(|e| AuthError::KeyStore(format!("consents: {e}")))?;
+        Ok(bastion_search::AccessPredicate::All(vec![reach, consent]).simplified())
+    }
+
     /// The patients the chooser offers `user`: `(id, "Family, Given (id)")`.
     async fn patient_choices(&self, user: &super::User) -> Result<Vec<(String, String)>, AuthError> {
         let query =
             bastion_search::SearchQuery::parse("Patient", &[]).map_err(|e| AuthError::KeyStore(e.to_string()))?;
         let page = bastion_store::Page { offset: 0, limit: PATIENT_CHOICES, with_total: false };
-        let found = self.store.search(&self.user_reach(user, "Patient"), &query, page).await.map_err(store_error)?;
+        let reach = self.user_reach_now(user, "Patient").await?;
+        let found = self.store.search(&reach, &query, page).await.map_err(store_error)?;
         Ok(found
             .items
             .iter()
@@ -412,8 +433,8 @@ impl AuthService {
     /// Does the record exist, and may `user` reach it under the deployment's rules? (A
     /// record outside their reach is answered as missing.)
     async fn visible_to(&self, user: &super::User, resource_type: &str, id: &str) -> Result<bool, AuthError> {
-        let found =
-            self.store.read(&self.user_reach(user, resource_type), resource_type, id).await.map_err(store_error)?;
+        let reach = self.user_reach_now(user, resource_type).await?;
+        let found = self.store.read(&reach, resource_type, id).await.map_err(store_error)?;
         Ok(found.is_some_and(|v| !v.is_deleted()))
     }
 }

@@ -415,6 +415,9 @@ pub struct AuthService {
     label_policy: bastion_policy::LabelPolicy,
     /// `[privacy] hint_break_glass`.
     hint_break_glass: bool,
+    /// The patients' Consents, so that the chooser and launch context offer only what the
+    /// user's tokens will reach (the engine's, shared).
+    consents: Option<Arc<crate::consents::ConsentEnforcer>>,
     events: Arc<dyn SecurityEventSink>,
 }
 
@@ -574,8 +577,15 @@ impl AuthService {
                 .collect(),
             label_policy: config.privacy.label_policy()?,
             hint_break_glass: config.privacy.hint_break_glass,
+            consents: None,
             events: Arc::new(events::LogSink),
         })
+    }
+
+    /// Narrows the patient chooser and launch context by the patients' Consents.
+    pub fn with_consents(mut self, consents: Arc<crate::consents::ConsentEnforcer>) -> AuthService {
+        self.consents = Some(consents);
+        self
     }
 
     /// Sends security events to `sink` instead of the log (the audit trail, tests).
