@@ -17,6 +17,7 @@ pub const SQLITE: &[Migration] = &[
     Migration { version: 7, sql: include_str!("../migrations/sqlite/0007_auth_grants.sql") },
     Migration { version: 8, sql: include_str!("../migrations/sqlite/0008_reference_targets.sql") },
     Migration { version: 9, sql: include_str!("../migrations/sqlite/0009_token_by_resource_param.sql") },
+    Migration { version: 10, sql: include_str!("../migrations/sqlite/0010_labelled_resources.sql") },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -29,6 +30,7 @@ pub const POSTGRES: &[Migration] = &[
     Migration { version: 7, sql: include_str!("../migrations/postgres/0007_auth_grants.sql") },
     Migration { version: 8, sql: include_str!("../migrations/postgres/0008_reference_targets.sql") },
     Migration { version: 9, sql: include_str!("../migrations/postgres/0009_token_by_resource_param.sql") },
+    Migration { version: 10, sql: include_str!("../migrations/postgres/0010_labelled_resources.sql") },
 ];
 
 pub const CREATE_TABLE: &str =

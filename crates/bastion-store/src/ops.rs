@@ -233,6 +233,7 @@ pub(crate) async fn write_version(c: &dyn Conn, v: NewVersion) -> Result<()> {
                 SqlValue::Int(v.last_updated.millis),
                 SqlValue::Int(v.body.is_none() as i64),
                 key.clone(),
+                SqlValue::Int(v.index.tokens.iter().any(|t| t.param == "_security") as i64),
             ],
         ))
         .await?

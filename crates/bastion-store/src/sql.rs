@@ -86,6 +86,14 @@ pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
 
 /// The access predicate over the version row aliased `v` (a chain's target has its own).
 fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
+    push_access_in(sql, access, v, false)
+}
+
+/// `negated`: the part lies under a `Not`, so it can only test rows, never find them. A
+/// compartment list there is tested on each row's own compartment rows (one seek, the list
+/// probed in memory: `|| ''` keeps the planner from seeking once per listed patient, which a
+/// Consent's list of patients would make hundreds of seeks per row).
+fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: bool) {
     let a = Alias { r: String::new(), v: v.to_string(), types: Vec::new(), correlated: false };
     match access {
         AccessPredicate::AllowAll => {
@@ -100,7 +108,11 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
         AccessPredicate::PatientCompartment(patients) => {
             sql.pusha("(({v}.res_type = 'Patient' AND {v}.res_id IN ", &a);
             sql.bind_list(patients);
-            sql.pusha(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND c.patient_id IN ", &a);
+            let column = if negated { "(c.patient_id || '')" } else { "c.patient_id" };
+            sql.pusha(
+                &format!(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {{v}}.res_pk AND c.version_id = {{v}}.version_id AND {column} IN "),
+                &a,
+            );
             sql.bind_list(patients);
             sql.push("))");
         }
@@ -153,10 +165,12 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
         // (vread, history) this tests what the resource holds now, and the in-memory
         // evaluator then checks the version itself (see `recheck`).
         AccessPredicate::Token { param, values } => {
+            sql.push("(");
+            push_labelled_guard(sql, param, &a);
             sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
             sql.bind_text(param).push(" AND ");
             push_token_values(sql, values);
-            sql.push(")");
+            sql.push("))");
         }
         // The date index, like the token index, holds the current version's values.
         AccessPredicate::DateOverlaps { param, low, high } => {
@@ -173,10 +187,12 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
         // Same caveat as `Token`. A system that is NULL makes `t.system = ?` NULL, not
         // false; COALESCE keeps a label without a system from passing as an allowed one.
         AccessPredicate::TokenOtherThan { param, values } => {
+            sql.push("(");
+            push_labelled_guard(sql, param, &a);
             sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
             sql.bind_text(param).push(" AND NOT COALESCE(");
             push_token_values(sql, values);
-            sql.push(", 1 = 0))");
+            sql.push(", 1 = 0)))");
         }
         AccessPredicate::All(ps) | AccessPredicate::Any(ps) if ps.is_empty() => {
             sql.push(if matches!(access, AccessPredicate::All(_)) { "1 = 1" } else { "1 = 0" });
@@ -188,15 +204,25 @@ fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
                 if i > 0 {
                     sql.push(join);
                 }
-                push_access_as(sql, p, v);
+                push_access_in(sql, p, v, negated);
             }
             sql.push(")");
         }
         AccessPredicate::Not(p) => {
             sql.push("NOT (");
-            push_access_as(sql, p, v);
+            push_access_in(sql, p, v, !negated);
             sql.push(")");
         }
+    }
+}
+
+/// `labelled AND ` in front of a test of `_security` tokens: labels are looked at only on
+/// resources that have some (`resources.labelled`, the current version's, like the token
+/// index), so the common unlabelled row costs one lookup and the long lists of a label
+/// predicate are never built for it.
+fn push_labelled_guard(sql: &mut Sql, param: &str, a: &Alias) {
+    if param == "_security" {
+        sql.pusha("EXISTS (SELECT 1 FROM resources rl WHERE rl.pk = {v}.res_pk AND rl.labelled = 1) AND ", a);
     }
 }
 
@@ -923,9 +949,9 @@ pub fn history(access: &AccessPredicate, q: &HistoryQuery) -> Sql {
 /// Statements of the write path, shared by both backends.
 pub mod write {
     /// Upsert of the current-resource row; yields its `pk`.
-    pub const UPSERT_RESOURCE: &str = "INSERT INTO resources (res_type, res_id, version_id, last_updated, deleted, compartment_key) VALUES (?, ?, ?, ?, ?, ?) \
+    pub const UPSERT_RESOURCE: &str = "INSERT INTO resources (res_type, res_id, version_id, last_updated, deleted, compartment_key, labelled) VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (res_type, res_id) DO UPDATE SET version_id = excluded.version_id, last_updated = excluded.last_updated, \
-         deleted = excluded.deleted, compartment_key = excluded.compartment_key RETURNING pk";
+         deleted = excluded.deleted, compartment_key = excluded.compartment_key, labelled = excluded.labelled RETURNING pk";
     pub const INSERT_VERSION: &str = "INSERT INTO resource_versions (res_pk, res_type, res_id, version_id, last_updated, method, body, compartments, compartment_key) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
     /// PostgreSQL: lock a current row against concurrent writers.
@@ -1075,14 +1101,15 @@ pub fn recheck(
 }
 
 /// `resourceType` and `meta` of a stored body, all that a predicate on labels and tags
-/// reads: most bodies carry no `meta` beyond what the server writes, and none is parsed
-/// into a tree.
+/// reads; a body that mentions neither `security` nor `tag` (most) is not parsed at all.
 fn meta_only(resource_type: &str, body: &[u8]) -> Option<serde_json::Value> {
     #[derive(serde::Deserialize)]
     struct Meta {
         meta: Option<serde_json::Value>,
     }
-    let meta = if bastion_fhir::labels::bytes_contain(body, b"\"meta\"") {
+    let meta = if bastion_fhir::labels::bytes_contain(body, b"\"security\"")
+        || bastion_fhir::labels::bytes_contain(body, b"\"tag\"")
+    {
         serde_json::from_slice::<Meta>(body).ok()?.meta
     } else {
         None
