@@ -47,6 +47,24 @@ impl Sql {
         self.bind(SqlValue::Text(s.to_string()))
     }
 
+    /// `column IN (...)` that a row tests rather than one an index is searched with: up to
+    /// [`MAX_EQUALITY_CHAIN`] items as a chain of equalities, compared in place, since an
+    /// `IN` list costs SQLite a temporary table per statement run (a label predicate and a
+    /// Consent's patients would build several for every search).
+    fn push_member_of(&mut self, column: &str, items: &[String]) -> &mut Self {
+        if items.is_empty() || items.len() > MAX_EQUALITY_CHAIN {
+            return self.push(column).push(" IN ").bind_list(items);
+        }
+        self.push("(");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push(column).push(" = ").bind_text(item);
+        }
+        self.push(")")
+    }
+
     fn bind_list(&mut self, items: &[String]) -> &mut Self {
         self.push("(");
         for (i, s) in items.iter().enumerate() {
@@ -74,6 +92,10 @@ pub fn to_postgres_placeholders(text: &str) -> String {
     }
     out
 }
+
+/// The longest list [`Sql::push_member_of`] writes as a chain of equalities (the label
+/// vocabulary's longest system has fewer codes).
+const MAX_EQUALITY_CHAIN: usize = 128;
 
 /// The columns of a version row, in the order `decode` functions read them.
 pub const VERSION_COLUMNS: &str =
@@ -105,12 +127,20 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
         AccessPredicate::PatientCompartment(patients) if patients.is_empty() => {
             sql.push("1 = 0");
         }
+        AccessPredicate::PatientCompartment(patients) if negated => {
+            sql.pusha("(({v}.res_type = 'Patient' AND ", &a).push_member_of(&format!("{v}.res_id"), patients);
+            sql.pusha(
+                ") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND ",
+                &a,
+            );
+            // `|| ''`: above the chain's length, an IN list still must not be seeked per patient.
+            sql.push_member_of("(c.patient_id || '')", patients).push("))");
+        }
         AccessPredicate::PatientCompartment(patients) => {
             sql.pusha("(({v}.res_type = 'Patient' AND {v}.res_id IN ", &a);
             sql.bind_list(patients);
-            let column = if negated { "(c.patient_id || '')" } else { "c.patient_id" };
             sql.pusha(
-                &format!(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {{v}}.res_pk AND c.version_id = {{v}}.version_id AND {column} IN "),
+                ") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND c.patient_id IN ",
                 &a,
             );
             sql.bind_list(patients);
@@ -152,11 +182,12 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
             sql.pusha("({v}.res_type = 'Patient' OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id))", &a);
         }
         AccessPredicate::OutsideCompartments(patients) => {
-            sql.pusha("(({v}.res_type = 'Patient' AND {v}.res_id NOT IN ", &a);
-            sql.bind_list(patients);
-            sql.pusha(") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND c.patient_id NOT IN ", &a);
-            sql.bind_list(patients);
-            sql.push("))");
+            sql.pusha("(({v}.res_type = 'Patient' AND NOT ", &a).push_member_of(&format!("{v}.res_id"), patients);
+            sql.pusha(
+                ") OR EXISTS (SELECT 1 FROM compartments c WHERE c.res_pk = {v}.res_pk AND c.version_id = {v}.version_id AND NOT ",
+                &a,
+            );
+            sql.push_member_of("(c.patient_id || '')", patients).push("))");
         }
         AccessPredicate::Token { values, .. } if values.is_empty() => {
             sql.push("1 = 0");
@@ -246,7 +277,7 @@ fn push_token_values(sql: &mut Sql, values: &[TokenValue]) {
         if !std::mem::take(&mut first) {
             sql.push(" OR ");
         }
-        sql.push("(t.system = ").bind_text(system).push(" AND t.code IN ").bind_list(codes).push(")");
+        sql.push("(t.system = ").bind_text(system).push(" AND ").push_member_of("t.code", codes).push(")");
     }
     for v in others {
         if !std::mem::take(&mut first) {
