@@ -106,16 +106,23 @@ pub fn push_access(sql: &mut Sql, access: &AccessPredicate) {
     push_access_as(sql, access, "v")
 }
 
+/// [`push_access`] where `v` is the current version of the row `r` of `resources` (read,
+/// search): what the predicate asks of the current row is read from `r` itself.
+fn push_access_current(sql: &mut Sql, access: &AccessPredicate) {
+    push_access_in(sql, access, "v", false, Some("r"))
+}
+
 /// The access predicate over the version row aliased `v` (a chain's target has its own).
 fn push_access_as(sql: &mut Sql, access: &AccessPredicate, v: &str) {
-    push_access_in(sql, access, v, false)
+    push_access_in(sql, access, v, false, None)
 }
 
 /// `negated`: the part lies under a `Not`, so it can only test rows, never find them. A
 /// compartment list there is tested on each row's own compartment rows (one seek, the list
 /// probed in memory: `|| ''` keeps the planner from seeking once per listed patient, which a
 /// Consent's list of patients would make hundreds of seeks per row).
-fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: bool) {
+/// `current`: the alias of the `resources` row whose current version `v` is, when there is one.
+fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: bool, current: Option<&str>) {
     let a = Alias { r: String::new(), v: v.to_string(), types: Vec::new(), correlated: false };
     match access {
         AccessPredicate::AllowAll => {
@@ -197,7 +204,7 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
         // evaluator then checks the version itself (see `recheck`).
         AccessPredicate::Token { param, values } => {
             sql.push("(");
-            push_labelled_guard(sql, param, &a);
+            push_labelled_guard(sql, param, &a, current);
             sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
             sql.bind_text(param).push(" AND ");
             push_token_values(sql, values);
@@ -219,7 +226,7 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
         // false; COALESCE keeps a label without a system from passing as an allowed one.
         AccessPredicate::TokenOtherThan { param, values } => {
             sql.push("(");
-            push_labelled_guard(sql, param, &a);
+            push_labelled_guard(sql, param, &a, current);
             sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
             sql.bind_text(param).push(" AND NOT COALESCE(");
             push_token_values(sql, values);
@@ -235,13 +242,13 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
                 if i > 0 {
                     sql.push(join);
                 }
-                push_access_in(sql, p, v, negated);
+                push_access_in(sql, p, v, negated, current);
             }
             sql.push(")");
         }
         AccessPredicate::Not(p) => {
             sql.push("NOT (");
-            push_access_in(sql, p, v, !negated);
+            push_access_in(sql, p, v, !negated, current);
             sql.push(")");
         }
     }
@@ -251,9 +258,15 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
 /// resources that have some (`resources.labelled`, the current version's, like the token
 /// index), so the common unlabelled row costs one lookup and the long lists of a label
 /// predicate are never built for it.
-fn push_labelled_guard(sql: &mut Sql, param: &str, a: &Alias) {
-    if param == "_security" {
-        sql.pusha("EXISTS (SELECT 1 FROM resources rl WHERE rl.pk = {v}.res_pk AND rl.labelled = 1) AND ", a);
+fn push_labelled_guard(sql: &mut Sql, param: &str, a: &Alias, current: Option<&str>) {
+    match (param, current) {
+        ("_security", Some(r)) => {
+            sql.push(r).push(".labelled = 1 AND ");
+        }
+        ("_security", None) => {
+            sql.pusha("EXISTS (SELECT 1 FROM resources rl WHERE rl.pk = {v}.res_pk AND rl.labelled = 1) AND ", a);
+        }
+        _ => {}
     }
 }
 
@@ -845,7 +858,7 @@ fn search_where(sql: &mut Sql, access: &AccessPredicate, query: &SearchQuery) {
     sql.push(" AND r.deleted = 0");
     push_clauses(sql, query, access, driver);
     sql.push(" AND ");
-    push_access(sql, access);
+    push_access_current(sql, access);
 }
 
 /// Current resources matching a search, one page.
@@ -933,7 +946,7 @@ pub fn read(access: &AccessPredicate, resource_type: &str, id: &str) -> Sql {
     let mut sql = Sql::new("SELECT ");
     sql.push(VERSION_COLUMNS).push(CURRENT_JOIN);
     sql.push(" WHERE r.res_type = ").bind_text(resource_type).push(" AND r.res_id = ").bind_text(id).push(" AND ");
-    push_access(&mut sql, access);
+    push_access_current(&mut sql, access);
     sql
 }
 
