@@ -137,6 +137,18 @@ async fn btg_token(srv: &Server, user: &str) -> String {
     r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
 }
 
+/// A JSON Patch as the caller of `token`.
+async fn patch_as(srv: &Server, token: &str, path: &str, patch: &Value) -> reqwest::Response {
+    srv.anonymous()
+        .patch(srv.url(path))
+        .bearer_auth(token)
+        .header("Content-Type", "application/json-patch+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn get_as(srv: &Server, token: &str, path: &str) -> reqwest::Response {
     srv.send_as(token, "GET", path, None).await
 }
@@ -298,15 +310,7 @@ backends_from!(plain_put_cannot_remove_or_lower_a_label, labels_server, |srv| {
 backends_from!(plain_patch_cannot_remove_a_label, labels_server, |srv| {
     let psych = user_token(&srv, "dr-psych").await;
     let patch = json!([{"op": "remove", "path": "/meta/security"}]);
-    let r = srv
-        .anonymous()
-        .patch(srv.url("Observation/psy"))
-        .bearer_auth(&psych)
-        .header("Content-Type", "application/json-patch+json")
-        .body(patch.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = patch_as(&srv, &psych, "Observation/psy", &patch).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Observation/psy").await).await), vec!["PSY"]);
 });
@@ -405,15 +409,7 @@ backends_from!(labelling_service_labels_an_update_that_turns_sensitive, labels_s
     assert_eq!(srv.send_as(&psych, "PUT", "Condition/later", Some(c)).await.status(), StatusCode::CREATED);
     assert!(security_codes(&body(srv.get("Condition/later").await).await).is_empty());
     let patch = json!([{"op": "replace", "path": "/code/coding/0/code", "value": "35489007"}]);
-    let r = srv
-        .anonymous()
-        .patch(srv.url("Condition/later"))
-        .bearer_auth(&psych)
-        .header("Content-Type", "application/json-patch+json")
-        .body(patch.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = patch_as(&srv, &psych, "Condition/later", &patch).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(security_codes(&body(srv.get("Condition/later").await).await), vec!["PSY", "R"]);
 });

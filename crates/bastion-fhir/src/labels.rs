@@ -298,6 +298,57 @@ pub fn classify(system: Option<&str>, code: &str) -> LabelKind {
     }
 }
 
+/// The token parameter under which the search index keeps each `meta.security` label's
+/// class ([`class_key`]): what a caller may see is a short list of classes, not of codes.
+/// Not a search parameter a client can use.
+pub const LABEL_CLASS_PARAM: &str = "_label-class";
+
+/// The class of a label, as the index keeps it: `conf:N`, `sens:PSY`, `purpose:TREAT`,
+/// `test`, `inert` (caveats and integrity facts, which deny nothing), `unknown`.
+pub fn class_key(system: Option<&str>, code: &str) -> String {
+    match classify(system, code) {
+        LabelKind::Confidentiality(c) => format!("conf:{}", c.code()),
+        LabelKind::Sensitivity => format!("sens:{code}"),
+        LabelKind::Purpose => format!("purpose:{code}"),
+        LabelKind::TestData => "test".into(),
+        LabelKind::HandlingCaveat | LabelKind::Integrity => "inert".into(),
+        LabelKind::Unknown => "unknown".into(),
+    }
+}
+
+/// Every class but `unknown`.
+pub fn known_classes() -> Vec<String> {
+    let mut out: Vec<String> = Confidentiality::ALL.iter().map(|c| format!("conf:{}", c.code())).collect();
+    out.extend(SENSITIVITY.iter().map(|c| format!("sens:{c}")));
+    out.extend(PURPOSES.iter().map(|c| format!("purpose:{c}")));
+    out.push("test".into());
+    out.push("inert".into());
+    out
+}
+
+/// SQL that classifies token rows of `_security` exactly as [`class_key`] does (for a
+/// migration that adds the class rows to data indexed before they existed): a `CASE` over
+/// the columns `system` and `code`, written from the same tables.
+pub fn class_key_sql() -> String {
+    let list = |codes: &[&str]| codes.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ");
+    let conf: Vec<&str> = Confidentiality::ALL.iter().map(|c| c.code()).collect();
+    format!(
+        "CASE \
+         WHEN system = '{CONFIDENTIALITY_SYSTEM}' AND code IN ({conf}) THEN 'conf:' || code \
+         WHEN system = '{ACT_CODE_SYSTEM}' AND code IN ({sens}) THEN 'sens:' || code \
+         WHEN system = '{ACT_CODE_SYSTEM}' AND code IN ({caveats}) THEN 'inert' \
+         WHEN system IN ('{ACT_CODE_SYSTEM}', '{ACT_REASON_SYSTEM}') AND code = '{TEST_DATA}' THEN 'test' \
+         WHEN system = '{ACT_REASON_SYSTEM}' AND code IN ({purposes}) THEN 'purpose:' || code \
+         WHEN system = '{OBSERVATION_VALUE_SYSTEM}' AND code IN ({integrity}) THEN 'inert' \
+         ELSE 'unknown' END",
+        conf = list(&conf),
+        sens = list(SENSITIVITY),
+        caveats = list(HANDLING_CAVEATS),
+        purposes = list(PURPOSES),
+        integrity = list(INTEGRITY),
+    )
+}
+
 /// The `(system, code)` pairs of a resource's `meta.security`.
 pub fn security_labels(resource: &serde_json::Value) -> Vec<(Option<&str>, &str)> {
     resource
@@ -392,6 +443,21 @@ mod tests {
         assert_eq!(classify(Some(ACT_CODE_SYSTEM), "NORDSLCD"), LabelKind::Unknown, "the common misspelling");
         assert_eq!(classify(Some("http://example.org/labels"), "secret"), LabelKind::Unknown);
         assert_eq!(classify(Some(CONFIDENTIALITY_SYSTEM), "PSY"), LabelKind::Unknown, "a code in the wrong system");
+    }
+
+    #[test]
+    fn classes_name_what_a_label_is() {
+        assert_eq!(class_key(Some(CONFIDENTIALITY_SYSTEM), "R"), "conf:R");
+        assert_eq!(class_key(Some(ACT_CODE_SYSTEM), "PSY"), "sens:PSY");
+        assert_eq!(class_key(Some(ACT_CODE_SYSTEM), "NORDSCLCD"), "inert");
+        assert_eq!(class_key(Some(OBSERVATION_VALUE_SYSTEM), "REDACTED"), "inert");
+        assert_eq!(class_key(Some(ACT_REASON_SYSTEM), "HTEST"), "test");
+        assert_eq!(class_key(Some(ACT_REASON_SYSTEM), "HRESCH"), "purpose:HRESCH");
+        assert_eq!(class_key(None, "R"), "unknown");
+        assert!(!known_classes().contains(&"unknown".to_string()));
+        for c in known_classes() {
+            assert_eq!(known_classes().iter().filter(|k| **k == c).count(), 1, "{c}");
+        }
     }
 
     #[test]

@@ -27,8 +27,7 @@
 use std::collections::BTreeMap;
 
 use bastion_fhir::labels::{
-    self, ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, CONFIDENTIALITY_SYSTEM, Confidentiality, HANDLING_CAVEATS, INTEGRITY,
-    OBSERVATION_VALUE_SYSTEM, SENSITIVITY, TEST_DATA,
+    self, ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, Confidentiality, LABEL_CLASS_PARAM, SENSITIVITY, TEST_DATA,
 };
 use bastion_search::AccessPredicate;
 use bastion_search::query::{SystemMatch, TokenValue};
@@ -157,11 +156,16 @@ impl Clearance {
         if self.label_admin {
             // A label admin also sees labels nobody knows, to correct them: only the known
             // labels beyond its clearance hide a resource from it.
-            let forbidden: Vec<TokenValue> = known_labels().into_iter().filter(|l| !allowed.contains(l)).collect();
-            AccessPredicate::Not(Box::new(AccessPredicate::Token { param: "_security".into(), values: forbidden }))
+            let forbidden: Vec<TokenValue> =
+                labels::known_classes().into_iter().filter(|c| !allowed.contains(c)).map(class).collect();
+            AccessPredicate::Not(Box::new(AccessPredicate::Token {
+                param: LABEL_CLASS_PARAM.into(),
+                values: forbidden,
+            }))
         } else {
+            let allowed: Vec<TokenValue> = allowed.into_iter().map(class).collect();
             AccessPredicate::Not(Box::new(AccessPredicate::TokenOtherThan {
-                param: "_security".into(),
+                param: LABEL_CLASS_PARAM.into(),
                 values: allowed.into(),
             }))
         }
@@ -177,24 +181,23 @@ impl Clearance {
         &self.policy
     }
 
-    fn confidentiality_values(&self) -> Vec<TokenValue> {
+    /// The confidentiality classes up to the clearance.
+    fn confidentiality_classes(&self) -> Vec<String> {
         Confidentiality::ALL
             .into_iter()
             .filter(|c| *c <= self.confidentiality)
-            .map(|c| value(CONFIDENTIALITY_SYSTEM, c.code()))
+            .map(|c| format!("conf:{}", c.code()))
             .collect()
     }
 
-    /// Every label the caller may see on a resource.
-    fn allowed(&self, test_data: TestData) -> Vec<TokenValue> {
-        let mut out = self.confidentiality_values();
-        out.extend(self.sensitivities.codes().into_iter().map(|c| value(ACT_CODE_SYSTEM, c)));
-        out.extend(HANDLING_CAVEATS.iter().map(|c| value(ACT_CODE_SYSTEM, c)));
-        out.extend(INTEGRITY.iter().map(|c| value(OBSERVATION_VALUE_SYSTEM, c)));
-        out.extend(labels::purpose_and_ancestors(&self.purpose).into_iter().map(|c| value(ACT_REASON_SYSTEM, c)));
+    /// Every label class (see [`labels::class_key`]) the caller may see on a resource.
+    fn allowed(&self, test_data: TestData) -> Vec<String> {
+        let mut out = self.confidentiality_classes();
+        out.extend(self.sensitivities.codes().into_iter().map(|c| format!("sens:{c}")));
+        out.push("inert".into());
+        out.extend(labels::purpose_and_ancestors(&self.purpose).into_iter().map(|c| format!("purpose:{c}")));
         if test_data == TestData::Included {
-            out.push(value(ACT_CODE_SYSTEM, TEST_DATA));
-            out.push(value(ACT_REASON_SYSTEM, TEST_DATA));
+            out.push("test".into());
         }
         out
     }
@@ -202,9 +205,8 @@ impl Clearance {
     /// May the caller see one label (an inline label on an element, say)? The same rule as
     /// [`Clearance::predicate`] applies to a resource's labels.
     pub fn sees_label(&self, system: Option<&str>, code: &str) -> bool {
-        let matches =
-            |values: &[TokenValue]| values.iter().any(|v| bastion_search::access::token_matches(v, system, code));
-        matches(&self.allowed(TestData::Included)) || (self.label_admin && !matches(&known_labels()))
+        let class = labels::class_key(system, code);
+        self.allowed(TestData::Included).contains(&class) || (self.label_admin && class == "unknown")
     }
 
     /// The resources of `resource_type` (`None`: of any type) the caller's labels let it see.
@@ -215,8 +217,10 @@ impl Clearance {
         };
         // A resource without a confidentiality label has its type's default; where that is
         // above the clearance, only resources labelled low enough are visible.
-        let labelled_low_enough =
-            || AccessPredicate::Token { param: "_security".into(), values: self.confidentiality_values() };
+        let labelled_low_enough = || AccessPredicate::Token {
+            param: LABEL_CLASS_PARAM.into(),
+            values: self.confidentiality_classes().into_iter().map(class).collect(),
+        };
         let above = |c: Confidentiality| c > self.confidentiality;
         let default_ok = match resource_type {
             Some(t) if above(self.policy.default_for(t)) => labelled_low_enough(),
@@ -245,16 +249,9 @@ impl Clearance {
     }
 }
 
-/// Every label this server knows.
-fn known_labels() -> Vec<TokenValue> {
-    let mut out: Vec<TokenValue> =
-        Confidentiality::ALL.iter().map(|c| value(CONFIDENTIALITY_SYSTEM, c.code())).collect();
-    out.extend(SENSITIVITY.iter().chain(HANDLING_CAVEATS).map(|c| value(ACT_CODE_SYSTEM, c)));
-    out.extend(INTEGRITY.iter().map(|c| value(OBSERVATION_VALUE_SYSTEM, c)));
-    out.extend(labels::PURPOSES.iter().map(|c| value(ACT_REASON_SYSTEM, c)));
-    out.push(value(ACT_CODE_SYSTEM, TEST_DATA));
-    out.push(value(ACT_REASON_SYSTEM, TEST_DATA));
-    out
+/// A label class as a token value (class rows carry no system).
+fn class(code: String) -> TokenValue {
+    TokenValue { system: SystemMatch::Any, code: Some(code) }
 }
 
 /// What has no test-data label: how a search without a caller's scope leaves test data out.
@@ -272,6 +269,7 @@ fn value(system: &str, code: &str) -> TokenValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bastion_fhir::labels::{CONFIDENTIALITY_SYSTEM, OBSERVATION_VALUE_SYSTEM};
     use bastion_search::AccessRow;
     use serde_json::{Value, json};
 

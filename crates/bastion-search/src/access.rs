@@ -122,8 +122,13 @@ impl AccessPredicate {
     /// How much of the stored body evaluating it needs: labels and tags live in `meta`, so
     /// a predicate about them (every caller's label predicate) needs only that.
     pub fn content_need(&self) -> ContentNeed {
-        let of_param =
-            |p: &str| if matches!(p, "_security" | "_tag") { ContentNeed::Meta } else { ContentNeed::Everything };
+        let of_param = |p: &str| {
+            if matches!(p, "_security" | "_tag" | bastion_fhir::labels::LABEL_CLASS_PARAM) {
+                ContentNeed::Meta
+            } else {
+                ContentNeed::Everything
+            }
+        };
         match self {
             AccessPredicate::Token { param, .. } | AccessPredicate::TokenOtherThan { param, .. } => of_param(param),
             AccessPredicate::DateOverlaps { .. } => ContentNeed::Everything,

@@ -437,6 +437,7 @@ pub fn extract_index(resource: &Value) -> IndexRows {
     for c in &plan.composites {
         composite_rows(c, resource, &mut rows);
     }
+    rows.tokens.extend(label_class_rows(&rows.tokens));
     if let Some(div) = resource.get("text").and_then(|t| t.get("div")).and_then(Value::as_str) {
         word_rows(crate::query::TEXT_PARAM, [narrative_text(div)], &mut rows.strings);
     }
@@ -471,10 +472,29 @@ pub fn date_rows(resource: &Value, param: &str) -> Vec<DateRow> {
     out
 }
 
+/// The class row of each `_security` row (see [`bastion_fhir::labels::LABEL_CLASS_PARAM`]).
+fn label_class_rows(tokens: &[TokenRow]) -> Vec<TokenRow> {
+    tokens
+        .iter()
+        .filter(|t| t.param == "_security")
+        .map(|t| TokenRow {
+            param: bastion_fhir::labels::LABEL_CLASS_PARAM.to_string(),
+            system: None,
+            code: bastion_fhir::labels::class_key(t.system.as_deref(), &t.code),
+        })
+        .collect()
+}
+
 /// The token rows one parameter yields for a resource, exactly as [`extract_index`] writes
 /// them: the in-memory half of an access predicate on a token (a granular scope's
 /// `category=...`, a stamped organization tag) evaluates against these.
 pub fn token_rows(resource: &Value, param: &str) -> Vec<TokenRow> {
+    if param == bastion_fhir::labels::LABEL_CLASS_PARAM {
+        let mut out = label_class_rows(&token_rows(resource, "_security"));
+        out.sort();
+        out.dedup();
+        return out;
+    }
     let rtype = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
     let plan = plan_for(rtype);
     let mut out = Vec::new();

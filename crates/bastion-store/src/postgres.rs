@@ -114,7 +114,7 @@ impl PgStore {
                 client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
             for m in migrations::pending(migrations::POSTGRES, &applied) {
                 let tx = client.transaction().await?;
-                tx.batch_execute(m.sql)
+                tx.batch_execute(&m.text())
                     .await
                     .map_err(|e| StoreError::Migration { version: m.version, reason: e.to_string() })?;
                 tx.execute(

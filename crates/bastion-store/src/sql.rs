@@ -203,12 +203,9 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
         // (vread, history) this tests what the resource holds now, and the in-memory
         // evaluator then checks the version itself (see `recheck`).
         AccessPredicate::Token { param, values } => {
-            sql.push("(");
-            push_labelled_guard(sql, param, &a, current);
-            sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
-            sql.bind_text(param).push(" AND ");
-            push_token_values(sql, values);
-            sql.push("))");
+            push_token_exists(sql, param, &a, current, |sql| {
+                push_token_values(sql, values);
+            });
         }
         // The date index, like the token index, holds the current version's values.
         AccessPredicate::DateOverlaps { param, low, high } => {
@@ -225,12 +222,11 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
         // Same caveat as `Token`. A system that is NULL makes `t.system = ?` NULL, not
         // false; COALESCE keeps a label without a system from passing as an allowed one.
         AccessPredicate::TokenOtherThan { param, values } => {
-            sql.push("(");
-            push_labelled_guard(sql, param, &a, current);
-            sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", &a);
-            sql.bind_text(param).push(" AND NOT COALESCE(");
-            push_token_values(sql, values);
-            sql.push(", 1 = 0)))");
+            push_token_exists(sql, param, &a, current, |sql| {
+                sql.push("NOT COALESCE(");
+                push_token_values(sql, values);
+                sql.push(", 1 = 0)");
+            });
         }
         AccessPredicate::All(ps) | AccessPredicate::Any(ps) if ps.is_empty() => {
             sql.push(if matches!(access, AccessPredicate::All(_)) { "1 = 1" } else { "1 = 0" });
@@ -254,19 +250,31 @@ fn push_access_in(sql: &mut Sql, access: &AccessPredicate, v: &str, negated: boo
     }
 }
 
+/// `(guard EXISTS (a token row of the row's `param` for which `test` holds))`, `t` the token row.
+fn push_token_exists(sql: &mut Sql, param: &str, a: &Alias, current: Option<&str>, test: impl FnOnce(&mut Sql)) {
+    sql.push("(");
+    push_labelled_guard(sql, param, a, current);
+    sql.pusha("EXISTS (SELECT 1 FROM idx_token t WHERE t.res_pk = {v}.res_pk AND t.param = ", a);
+    sql.bind_text(param).push(" AND ");
+    test(sql);
+    sql.push("))");
+}
+
 /// `labelled AND ` in front of a test of `_security` tokens: labels are looked at only on
 /// resources that have some (`resources.labelled`, the current version's, like the token
 /// index), so the common unlabelled row costs one lookup and the long lists of a label
 /// predicate are never built for it.
 fn push_labelled_guard(sql: &mut Sql, param: &str, a: &Alias, current: Option<&str>) {
-    match (param, current) {
-        ("_security", Some(r)) => {
+    if param != "_security" && param != bastion_fhir::labels::LABEL_CLASS_PARAM {
+        return;
+    }
+    match current {
+        Some(r) => {
             sql.push(r).push(".labelled = 1 AND ");
         }
-        ("_security", None) => {
+        None => {
             sql.pusha("EXISTS (SELECT 1 FROM resources rl WHERE rl.pk = {v}.res_pk AND rl.labelled = 1) AND ", a);
         }
-        _ => {}
     }
 }
 

@@ -118,7 +118,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     };
     for m in migrations::pending(migrations::SQLITE, &applied) {
         let tx = conn.transaction()?;
-        tx.execute_batch(m.sql).map_err(|e| StoreError::Migration { version: m.version, reason: e.to_string() })?;
+        tx.execute_batch(&m.text()).map_err(|e| StoreError::Migration { version: m.version, reason: e.to_string() })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
             rusqlite::params![m.version as i64, bastion_fhir::primitives::Instant::now().millis],

@@ -28,6 +28,8 @@ const ORGS: &[&str] = &["Organization/x", "Organization/y"];
 const ORG_TAG: &str = "urn:bastion:creating-organization";
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const TYPES: &[&str] = &["Patient", "Practitioner", "Observation"];
+/// The classes the index keeps for [`LABELS`] (see `bastion_fhir::labels::class_key`).
+const CLASSES: &[&str] = &["conf:N", "conf:R", "conf:V", "sens:HIV", "sens:PSY", "unknown", "inert"];
 const INSTANCES: &[(&str, &str)] =
     &[("Patient", "p0"), ("Patient", "p2"), ("Observation", "o1"), ("Observation", "o7"), ("Practitioner", "o1")];
 const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
@@ -149,6 +151,14 @@ fn predicate() -> impl Strategy<Value = AccessPredicate> {
                 low: (a > 0).then(|| month(a).low),
                 high: (b > 0).then(|| month(b).high),
             }
+        }),
+        proptest::sample::subsequence(CLASSES, 0..=CLASSES.len()).prop_map(|allowed| AccessPredicate::TokenOtherThan {
+            param: bastion_fhir::labels::LABEL_CLASS_PARAM.into(),
+            values: allowed
+                .into_iter()
+                .map(|c| TokenValue { system: SystemMatch::Any, code: Some(c.into()) })
+                .collect::<Vec<_>>()
+                .into(),
         }),
         proptest::sample::subsequence(LABELS, 0..=LABELS.len()).prop_map(|allowed| AccessPredicate::TokenOtherThan {
             param: "_security".into(),
