@@ -272,3 +272,15 @@ backends_from!(patient_chooser_never_offers_a_patient_whose_consent_denies_the_u
     assert!(offered.contains(&"bob".to_string()), "{offered:?}");
     assert!(chooser("dr-b").await.contains(&"ann".to_string()), "another practitioner still gets her");
 });
+
+backends_from!(consent_period_takes_effect_when_it_starts_without_any_write, opt_out_server, |srv| {
+    let now = bastion_fhir::primitives::Instant::now().millis;
+    let start = bastion_fhir::primitives::Instant::from_millis(now + 3_000).to_fhir();
+    let deny_from_start = json!({"type": "permit", "provision": [{"type": "deny", "period": {"start": start},
+        "actor": [{"role": {"text": "x"}, "reference": {"reference": "Practitioner/dr-a"}}]}]});
+    put_consent(&srv, &consent("c1", "ann", deny_from_start)).await;
+    let a = user(&srv, "dr-a").await;
+    assert_eq!(status(&srv, &a, "Observation/ann-weight").await, StatusCode::OK, "not yet");
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    assert_eq!(status(&srv, &a, "Observation/ann-weight").await, StatusCode::NOT_FOUND, "from its start on");
+});

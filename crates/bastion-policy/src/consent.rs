@@ -357,6 +357,22 @@ impl Consent {
         })
     }
 
+    /// The instants (ms) at which a provision's `period` starts or ends: where the same
+    /// requester's decision can change with time alone, and a cached one must be made again.
+    pub fn period_boundaries(&self) -> Vec<i64> {
+        fn walk(p: &Provision, out: &mut Vec<i64>) {
+            if let Some((low, high)) = p.period {
+                out.extend(low);
+                // `high` is the last instant inside; the decision changes just after it.
+                out.extend(high.map(|h| h + 1));
+            }
+            p.children.iter().for_each(|c| walk(c, out));
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+
     /// Which of this patient's resources the requester may reach under this Consent.
     fn permits(&self, who: &Requester, base: BasePolicy, labels: &LabelPolicy) -> AccessPredicate {
         let decision = self.root.decision.or(self.policy_rule).unwrap_or(base.decision());
@@ -590,6 +606,19 @@ mod tests {
             c[k] = v;
             assert!(Consent::from_resource(&c).is_none(), "{k}");
         }
+    }
+
+    #[test]
+    fn period_boundaries_are_where_a_decision_can_change_with_time() {
+        let c = Consent::from_resource(&psy_example()).unwrap();
+        let start = DateRange::parse("2024-01-10").unwrap().low;
+        let end = DateRange::parse("2029-01-10").unwrap().high + 1;
+        assert_eq!(c.period_boundaries(), vec![start, end]);
+        let dr = |now: i64| Requester { now, ..who(&["Practitioner/dr"], "TREAT") };
+        let parsed = [c];
+        let at = |now| predicate(&parsed, &dr(now), BasePolicy::OptOut, &LabelPolicy::default());
+        assert_eq!(at(end - 1), at(start), "the same decision between two boundaries");
+        assert_ne!(at(end - 1), at(end), "another one past the end");
     }
 
     #[test]

@@ -29,16 +29,21 @@ const MAX_CACHED_SCOPES: usize = 10_000;
 struct OnFile {
     generation: i64,
     consents: Vec<Consent>,
+    /// Every provision period's start and end, sorted: a decision made between two of them
+    /// holds until the next (see [`OnFile::epoch`]).
+    boundaries: Vec<i64>,
     /// CareTeam id -> its members' references.
     care_teams: HashMap<String, Vec<String>>,
 }
+
+/// token id -> ((generation, epoch), the token's scope with its Consents)
+type ScopeCache = HashMap<String, ((i64, usize), Arc<AccessScope>)>;
 
 pub struct ConsentEnforcer {
     base: BasePolicy,
     labels: LabelPolicy,
     on_file: Mutex<Option<Arc<OnFile>>>,
-    /// token id -> (generation, the token's scope with its Consents)
-    scopes: Mutex<HashMap<String, (i64, Arc<AccessScope>)>>,
+    scopes: Mutex<ScopeCache>,
 }
 
 impl ConsentEnforcer {
@@ -65,18 +70,20 @@ impl ConsentEnforcer {
         if generation == 0 && self.base == BasePolicy::OptOut {
             return Ok(principal.access.clone());
         }
-        if let Some((g, scope)) = self.lock_scopes().get(&principal.token_id)
-            && *g == generation
+        let on_file = self.on_file(store, generation).await?;
+        let now = bastion_fhir::primitives::Instant::now().millis;
+        let key = (generation, on_file.epoch(now));
+        if let Some((k, scope)) = self.lock_scopes().get(&principal.token_id)
+            && *k == key
         {
             return Ok(scope.clone());
         }
-        let on_file = self.on_file(store, generation).await?;
         let me = Who {
             fhir_user: principal.fhir_user.as_deref(),
             organization: principal.organization.as_deref(),
             purpose: &principal.purpose_of_use,
         };
-        let who = |action| requester(&me, &on_file, action);
+        let who = |action| requester(&me, &on_file, action, now);
         let reading =
             bastion_policy::consent::predicate(&on_file.consents, &who(ConsentAction::Access), self.base, &self.labels);
         let changing = bastion_policy::consent::predicate(
@@ -98,7 +105,7 @@ impl ConsentEnforcer {
         if scopes.len() >= MAX_CACHED_SCOPES {
             scopes.clear();
         }
-        scopes.insert(principal.token_id.clone(), (generation, scope.clone()));
+        scopes.insert(principal.token_id.clone(), (key, scope.clone()));
         Ok(scope)
     }
 
@@ -114,11 +121,12 @@ impl ConsentEnforcer {
             return Ok(AccessPredicate::AllowAll);
         }
         let on_file = self.on_file(store, generation).await?;
-        let requester = requester(who, &on_file, ConsentAction::Access);
+        let now = bastion_fhir::primitives::Instant::now().millis;
+        let requester = requester(who, &on_file, ConsentAction::Access, now);
         Ok(bastion_policy::consent::predicate(&on_file.consents, &requester, self.base, &self.labels))
     }
 
-    fn lock_scopes(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<AccessScope>)>> {
+    fn lock_scopes(&self) -> std::sync::MutexGuard<'_, ScopeCache> {
         self.scopes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -146,9 +154,21 @@ impl ConsentEnforcer {
                 care_teams.insert(id.to_string(), members);
             }
         }
-        let f = Arc::new(OnFile { generation, consents, care_teams });
+        let mut boundaries: Vec<i64> = consents.iter().flat_map(Consent::period_boundaries).collect();
+        boundaries.sort_unstable();
+        boundaries.dedup();
+        let f = Arc::new(OnFile { generation, consents, care_teams, boundaries });
         *self.on_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
         Ok(f)
+    }
+}
+
+impl OnFile {
+    /// How many period boundaries lie at or before `now`: decisions cached in one epoch are
+    /// made again in the next, so a Consent whose period starts or ends takes effect then,
+    /// without any write.
+    fn epoch(&self, now: i64) -> usize {
+        self.boundaries.partition_point(|b| *b <= now)
     }
 }
 
@@ -172,7 +192,7 @@ pub struct Who<'a> {
 
 /// The references that stand for the caller in Consent actors: its FHIR user, its
 /// organization, and the CareTeams either of them is a member of.
-fn requester(p: &Who<'_>, on_file: &OnFile, action: ConsentAction) -> Requester {
+fn requester(p: &Who<'_>, on_file: &OnFile, action: ConsentAction, now: i64) -> Requester {
     let mut references: Vec<String> = p.fhir_user.iter().chain(p.organization.iter()).map(|s| s.to_string()).collect();
     let own = references.clone();
     for (id, members) in &on_file.care_teams {
@@ -184,7 +204,7 @@ fn requester(p: &Who<'_>, on_file: &OnFile, action: ConsentAction) -> Requester 
         references,
         purpose: p.purpose.to_string(),
         action,
-        now: bastion_fhir::primitives::Instant::now().millis,
+        now,
         own_patient: p.fhir_user.and_then(|f| f.strip_prefix("Patient/")).map(str::to_string),
     }
 }

@@ -65,7 +65,9 @@ async fn migration_adds_the_classes_of_data_indexed_before() {
     let mut tx = store.begin().await.unwrap();
     let o = serde_json::json!({"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"},
         "meta": {"security": [{"system": ACT_CODE_SYSTEM, "code": "PSY"}, {"code": "R"}]}});
-    bastion_store::interactions::update(&mut *tx, "Observation", "o", o, None, bastion_store::Method::Put).await.unwrap();
+    bastion_store::interactions::update(&mut *tx, "Observation", "o", o, None, bastion_store::Method::Put)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     drop(store);
     let classes = |conn: &rusqlite::Connection| -> Vec<String> {
@@ -74,8 +76,10 @@ async fn migration_adds_the_classes_of_data_indexed_before() {
     };
     let conn = rusqlite::Connection::open(dir.join("s.db")).unwrap();
     assert_eq!(classes(&conn), vec!["sens:PSY", "unknown"], "a new write is classified by the index");
-    conn.execute_batch("DELETE FROM idx_token WHERE param = '_label-class'; DELETE FROM schema_migrations WHERE version = 11;")
-        .unwrap();
+    conn.execute_batch(
+        "DELETE FROM idx_token WHERE param = '_label-class'; DELETE FROM schema_migrations WHERE version = 11;",
+    )
+    .unwrap();
     drop(conn);
     drop(bastion_store::open(&url).await.unwrap());
     let conn = rusqlite::Connection::open(dir.join("s.db")).unwrap();
