@@ -39,6 +39,7 @@ fn claims(srv: &Server) -> AccessClaims {
         family: None,
         roles: None,
         organization: None,
+        clearance: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn start_provider(audience_hint: &str) -> Option<Provider> {
         .env("PATIENT", "ann")
         .env("ROLES", "ward-a offline_access")
         .env("ORGANIZATION", "general-hospital")
+        .env("CLEARANCE", "R")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -195,6 +196,7 @@ issuer = "{}"
 audience = "{}"
 roles_claim = "realm_access.roles"
 organization_claim = "organization"
+clearance_claim = "clearance"
 
 [[roles]]
 name = "ward-a"
@@ -264,4 +266,23 @@ mapped_backends!(external_users_roles_and_organization_drive_the_rules, |srv, id
     assert_eq!(get("Patient/bob").await.status(), StatusCode::NOT_FOUND);
     let b = body(get("Observation").await).await;
     assert_eq!(b["total"], 0, "an Observation of no organization is outside general-hospital's: {b}");
+});
+
+mapped_backends!(external_users_clearance_comes_from_the_mapped_claim, |srv, idp| {
+    let labelled = |level: &str| {
+        json!({"resourceType": "Patient", "id": "ann",
+            "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": level}]}})
+    };
+    let token = idp_token_for(&idp, &audience(), IDP_SCOPES).await;
+    let read = || {
+        let (srv, token) = (&srv, &token);
+        let url = srv.url("Patient/ann");
+        async move { srv.anonymous().get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    // The provider says R: a restricted record is visible (the default clearance is N)...
+    assert!(srv.put("Patient/ann", &labelled("R")).await.status().is_success());
+    assert_eq!(read().await, StatusCode::OK);
+    // ... a very restricted one is not.
+    assert!(srv.put("Patient/ann", &labelled("V")).await.status().is_success());
+    assert_eq!(read().await, StatusCode::NOT_FOUND);
 });

@@ -3,14 +3,14 @@
 // test `external_idp`, which configures Bastion with a [[trusted_issuers]] entry for it.
 //
 // Environment: PORT, AUDIENCE (Bastion's FHIR base), CLIENT_ID, CLIENT_SECRET, SCOPES,
-// FHIR_USER, PATIENT, and optionally ROLES (space-separated, as realm_access.roles) and
-// ORGANIZATION. Prints "ready <issuer>" when listening; exits when standard input closes
+// FHIR_USER, PATIENT, and optionally ROLES (space-separated, as realm_access.roles),
+// ORGANIZATION and CLEARANCE. Prints "ready <issuer>" when listening; exits when standard input closes
 // (the test ended) or after five minutes.
 
 import { generateKeyPairSync } from "node:crypto";
 import Provider from "oidc-provider";
 
-const { PORT, AUDIENCE, CLIENT_ID, CLIENT_SECRET, SCOPES, FHIR_USER, PATIENT, ROLES, ORGANIZATION } = process.env;
+const { PORT, AUDIENCE, CLIENT_ID, CLIENT_SECRET, SCOPES, FHIR_USER, PATIENT, ROLES, ORGANIZATION, CLEARANCE } = process.env;
 const issuer = `http://127.0.0.1:${PORT}`;
 
 const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -48,6 +48,7 @@ const provider = new Provider(issuer, {
     patient: PATIENT,
     ...(ROLES ? { realm_access: { roles: ROLES.split(" ") } } : {}),
     ...(ORGANIZATION ? { organization: ORGANIZATION } : {}),
+    ...(CLEARANCE ? { clearance: CLEARANCE } : {}),
   }),
   ttl: { ClientCredentials: 300 },
 });

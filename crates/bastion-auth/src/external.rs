@@ -27,6 +27,8 @@ pub struct ClaimMapping {
     pub roles: Option<String>,
     /// Where the user's organization is (`Organization/[id]`, or a bare id), dotted path.
     pub organization: Option<String>,
+    /// Where the user's clearance is (a confidentiality code `U`..`V`), dotted path.
+    pub clearance: Option<String>,
 }
 
 impl Default for ClaimMapping {
@@ -37,6 +39,7 @@ impl Default for ClaimMapping {
             patient: "patient".into(),
             roles: None,
             organization: None,
+            clearance: None,
         }
     }
 }
@@ -147,6 +150,12 @@ pub fn verify_external(
             .and_then(Value::as_str)
             .map(|o| if o.starts_with("Organization/") { o.to_string() } else { format!("Organization/{o}") })
             .filter(|o| o.strip_prefix("Organization/").is_some_and(bastion_fhir::primitives::is_valid_id)),
+        // Passed on as written: the server decides what a code it does not know means.
+        clearance: issuer
+            .mapping
+            .clearance
+            .as_deref()
+            .map(|path| at_path(&claims, path).and_then(Value::as_str).unwrap_or_default().to_string()),
     })
 }
 
@@ -218,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn roles_and_organization_are_never_written_into_a_token() {
+    fn roles_organization_and_clearance_are_never_written_into_a_token() {
         let claims = AccessClaims {
             iss: "i".into(),
             sub: "s".into(),
@@ -235,9 +244,11 @@ mod tests {
             family: None,
             roles: Some(vec!["admin".into()]),
             organization: Some("Organization/x".into()),
+            clearance: Some("V".into()),
         };
         let written = serde_json::to_value(&claims).unwrap();
         assert!(written.get("roles").is_none() && written.get("organization").is_none(), "{written}");
+        assert!(written.get("clearance").is_none(), "{written}");
     }
 
     #[test]

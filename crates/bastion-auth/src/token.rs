@@ -56,6 +56,10 @@ pub struct AccessClaims {
     /// The organization an external issuer's token names; never in this server's own tokens.
     #[serde(default, skip_serializing)]
     pub organization: Option<String>,
+    /// The clearance an external issuer's token names (as written; `Some("")` when the
+    /// configured claim is missing); never in this server's own tokens.
+    #[serde(default, skip_serializing)]
+    pub clearance: Option<String>,
 }
 
 /// A refresh token: everything needed to mint the next access token without a lookup. What
@@ -226,6 +230,7 @@ mod tests {
             family: None,
             roles: None,
             organization: None,
+            clearance: None,
         }
     }
 

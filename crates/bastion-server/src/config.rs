@@ -376,6 +376,9 @@ pub struct TrustedIssuerConfig {
     pub roles_claim: Option<String>,
     /// Where the user's organization is (`Organization/[id]` or a bare id), a dotted path.
     pub organization_claim: Option<String>,
+    /// Where the user's clearance is (`U`..`V`), a dotted path. Default: clearance N; a
+    /// configured claim that is missing or not a level gives U.
+    pub clearance_claim: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

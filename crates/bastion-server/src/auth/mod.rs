@@ -733,6 +733,7 @@ impl AuthService {
             family: None,
             roles: None,
             organization: None,
+            clearance: None,
         };
         let token = self.issuer.issue(&claims)?;
         self.record(SecurityEvent::TokenIssued {
@@ -886,6 +887,7 @@ impl AuthService {
             family: Some(g.family.clone()),
             roles: None,
             organization: None,
+            clearance: None,
         };
         let mut out = json!({
             "access_token": self.issuer.issue(&claims)?,
@@ -1020,8 +1022,15 @@ impl AuthService {
             Some(u) => (self.users.get(u).map_or(Confidentiality::U, |u| u.clearance), client_clearance),
             // A backend client's own.
             None if own_client.is_some() => (client_clearance.unwrap_or(Confidentiality::N), None),
-            // A trusted issuer's user: the normal clearance (its roles bring sensitivities).
-            None => (Confidentiality::N, None),
+            // A trusted issuer's user: its mapped clearance (a missing or unknown one is the
+            // lowest), else the normal one; its roles bring sensitivities.
+            None => (
+                claims
+                    .clearance
+                    .as_deref()
+                    .map_or(Confidentiality::N, |c| Confidentiality::parse(c).unwrap_or(Confidentiality::U)),
+                None,
+            ),
         };
         let clearance = self.clearance(&roles, confidentiality, client_cap, &purpose_of_use);
         let base = access_scope(&scopes, claims.patient.as_ref(), attributes, &self.rules);

@@ -41,6 +41,7 @@ impl TrustedIssuer {
                     patient: c.patient_claim.clone().unwrap_or(d.patient),
                     roles: c.roles_claim.clone(),
                     organization: c.organization_claim.clone(),
+                    clearance: c.clearance_claim.clone(),
                 },
             },
             configured_jwks_uri: c.jwks_uri.clone(),
