@@ -13,6 +13,8 @@ const CONF: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 const REPORTING: &str = "reporting";
+const CAPPED_APP: &str = "capped-app";
+const CAPPED_REDIRECT: &str = "http://localhost:9100/callback";
 const REPORTING_SECRET: &str = "reporting-secret-0123456789abcdef";
 
 fn labels_toml() -> String {
@@ -78,6 +80,13 @@ types = ["Observation", "Condition"]
 codes = ["http://snomed.info/sct|35489007"]
 labels = ["{ACT_CODE}|PSY"]
 confidentiality = "R"
+
+[[clients]]
+id = "{CAPPED_APP}"
+kind = "public"
+redirect_uris = ["{CAPPED_REDIRECT}"]
+scopes = "openid fhirUser user/*.cruds"
+clearance = "N"
 
 [[clients]]
 id = "{REPORTING}"
@@ -568,4 +577,19 @@ backends_from!(conditional_create_does_not_reveal_a_hidden_match, labels_server,
     let created = body(r).await;
     assert_ne!(created["id"], "psy-tagged");
     assert!(!created.to_string().contains("PSY"), "{created}");
+});
+
+backends_from!(client_clearance_caps_what_its_users_see, labels_server, |srv| {
+    // dr-psych's clearance is R; through an app whose clearance is N, R is out of reach.
+    let direct = user_token(&srv, "dr-psych").await;
+    assert_eq!(get_as(&srv, &direct, "Observation/restricted").await.status(), StatusCode::OK);
+    let mut a = Authorize::new(&srv, "openid fhirUser user/*.cruds");
+    a.client = CAPPED_APP.into();
+    a.redirect = CAPPED_REDIRECT.into();
+    let code = code_for(&srv, &a, "dr-psych").await;
+    let r = exchange(&srv, &code, &[("client_id", CAPPED_APP), ("redirect_uri", CAPPED_REDIRECT)]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let capped = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    assert_outcome(get_as(&srv, &capped, "Observation/restricted").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(get_as(&srv, &capped, "Observation/psy").await.status(), StatusCode::OK, "roles still apply");
 });
