@@ -51,10 +51,6 @@ impl ConsentEnforcer {
         ConsentEnforcer { base, labels, on_file: Mutex::new(None), scopes: Mutex::new(HashMap::new()) }
     }
 
-    pub fn base(&self) -> BasePolicy {
-        self.base
-    }
-
     /// The caller's scope, narrowed by the Consents on file. Break the glass is not narrowed
     /// (it overrides Consent denies by definition; its requests are audited as such).
     pub async fn scope_of(
@@ -63,16 +59,11 @@ impl ConsentEnforcer {
         principal: &Principal,
         events: &dyn SecurityEventSink,
     ) -> Result<Arc<AccessScope>, ApiError> {
-        if principal.purpose_of_use == "BTG" {
+        let Some(on_file) = self.applicable(store, &principal.purpose_of_use).await? else {
             return Ok(principal.access.clone());
-        }
-        let generation = store.latest_change(&["Consent", "CareTeam"]).await?;
-        if generation == 0 && self.base == BasePolicy::OptOut {
-            return Ok(principal.access.clone());
-        }
-        let on_file = self.on_file(store, generation).await?;
+        };
         let now = bastion_fhir::primitives::Instant::now().millis;
-        let key = (generation, on_file.epoch(now));
+        let key = (on_file.generation, on_file.epoch(now));
         if let Some((k, scope)) = self.lock_scopes().get(&principal.token_id)
             && *k == key
         {
@@ -113,17 +104,26 @@ impl ConsentEnforcer {
     /// requests made for `purpose`: how the patient chooser and launch context stay within
     /// what the user's tokens will reach.
     pub async fn reading_predicate(&self, store: &dyn Store, who: &Who<'_>) -> Result<AccessPredicate, ApiError> {
-        if who.purpose == "BTG" {
+        let Some(on_file) = self.applicable(store, who.purpose).await? else {
             return Ok(AccessPredicate::AllowAll);
-        }
-        let generation = store.latest_change(&["Consent", "CareTeam"]).await?;
-        if generation == 0 && self.base == BasePolicy::OptOut {
-            return Ok(AccessPredicate::AllowAll);
-        }
-        let on_file = self.on_file(store, generation).await?;
+        };
         let now = bastion_fhir::primitives::Instant::now().millis;
         let requester = requester(who, &on_file, ConsentAction::Access, now);
         Ok(bastion_policy::consent::predicate(&on_file.consents, &requester, self.base, &self.labels))
+    }
+
+    /// The Consents on file as they stand now, or `None` where none can narrow a request for
+    /// `purpose`: break the glass overrides them, and under opt-out a store that never held
+    /// a Consent or CareTeam has nothing to apply.
+    async fn applicable(&self, store: &dyn Store, purpose: &str) -> Result<Option<Arc<OnFile>>, ApiError> {
+        if purpose == "BTG" {
+            return Ok(None);
+        }
+        let generation = store.latest_change(&["Consent", "CareTeam"]).await?;
+        if generation == 0 && self.base == BasePolicy::OptOut {
+            return Ok(None);
+        }
+        Ok(Some(self.on_file(store, generation).await?))
     }
 
     fn lock_scopes(&self) -> std::sync::MutexGuard<'_, ScopeCache> {

@@ -187,12 +187,6 @@ impl Engine {
         self
     }
 
-    /// The same engine with `base` for what no Consent speaks about (default: opt-out).
-    pub fn with_consent_base(mut self, base: bastion_policy::consent::BasePolicy) -> Self {
-        self.consents = Arc::new(crate::consents::ConsentEnforcer::new(base, self.labels.clone()));
-        self
-    }
-
     /// The Consent enforcer, for the authorization server.
     pub fn consents(&self) -> Arc<crate::consents::ConsentEnforcer> {
         self.consents.clone()
@@ -209,9 +203,14 @@ impl Engine {
         self
     }
 
-    /// The same engine under the deployment's label policy (default: `N` for every type).
-    pub fn with_label_policy(mut self, labels: bastion_policy::LabelPolicy) -> Self {
-        self.consents = Arc::new(crate::consents::ConsentEnforcer::new(self.consents.base(), labels.clone()));
+    /// The same engine under the deployment's label policy (default: `N` for every type) and
+    /// `consent_base` for what no Consent speaks about (default: opt-out).
+    pub fn with_privacy(
+        mut self,
+        labels: bastion_policy::LabelPolicy,
+        consent_base: bastion_policy::consent::BasePolicy,
+    ) -> Self {
+        self.consents = Arc::new(crate::consents::ConsentEnforcer::new(consent_base, labels.clone()));
         self.labels = labels;
         self
     }
@@ -227,14 +226,15 @@ impl Engine {
     /// for an OperationOutcome or no body.
     pub(crate) fn reply_confidentiality(&self, reply: &Reply) -> Confidentiality {
         match &reply.body {
-            ReplyBody::Raw(bytes) => bastion_fhir::labels::confidentiality_of_bytes(bytes).unwrap_or_else(|| {
+            ReplyBody::Raw(bytes) => {
                 let resource_type = reply
                     .location
                     .as_deref()
                     .and_then(|l| l.strip_prefix(&self.base))
                     .and_then(|path| path.trim_start_matches('/').split('/').next());
-                resource_type.map_or(self.labels.default_confidentiality, |t| self.labels.default_for(t))
-            }),
+                // A Bundle (a search entry) has no location and names its own mark.
+                self.confidentiality_of(resource_type.unwrap_or(""), Some(bytes))
+            }
             ReplyBody::Json(v) if v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") => {
                 Confidentiality::U
             }
@@ -446,6 +446,8 @@ impl Engine {
         ctx: &RequestContext,
         body: &Value,
     ) -> Result<(), ApiError> {
+        // The server's own work keeps FHIR's freedom of dangling references.
+        let Some(scope) = ctx.scope.as_deref() else { return Ok(()) };
         // Every reference by type, then one query per type that the caller does not see
         // entirely.
         let mut targets: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
@@ -454,7 +456,6 @@ impl Engine {
                 targets.entry(t.to_string()).or_default().insert(id.to_string());
             }
         });
-        let Some(scope) = ctx.scope.as_deref() else { return Ok(()) };
         for (t, ids) in targets {
             // Labels do not count here: where the caller reaches every resource of the type
             // but for those its labels hide, a reference to a hidden one is accepted exactly

@@ -39,9 +39,8 @@ pub async fn build_engine(config: &Config, public_url: &str) -> Result<Arc<Engin
     let consent_base = config.privacy.consent_base().map_err(bastion_store::StoreError::Config)?;
     Ok(Arc::new(
         Engine::new(store, fhir_base(public_url), config.limits.clone(), pages)
-            .with_label_policy(labels)
+            .with_privacy(labels, consent_base)
             .with_labelling(labelling)
-            .with_consent_base(consent_base)
             .with_masking(config.masking_rules().map_err(bastion_store::StoreError::Config)?),
     ))
 }
